@@ -1,0 +1,210 @@
+"""Uniform replay that stores each frame once, in a ring laid out `[time, env]`.
+
+Every env step writes one time slot for all environments: the newest frame of the observation the
+action was chosen from, the action, the reward that followed, whether that step was terminal for
+the TD target, whether the step was a real transition, and whether the observation starts a new
+frame stack. Stacks are rebuilt at sample time by walking back from a slot and stopping at the
+stack's first frame, so Atari needs ~7 KB per transition instead of 28-56 KB.
+
+EnvPool facts this layout follows (see DESIGN.md):
+- the step after any done is a reset step: its action is ignored and its reward is 0. It is
+  written (its frame is the terminal observation, the `next_obs` of the transition before it) but
+  marked `is_transition = False`, so it is never sampled;
+- after a game over or time limit (a hard reset) the new observation is 4 copies of its first
+  frame: that slot is marked `first`, and stacks never reach past it;
+- after a lost life (`episodic_life`) the transition is terminal but the stack continues.
+
+A slot `g` (global time index) can be sampled when slot `g + 1` is written (it holds the next
+frame) and slots `g - stack + 1 .. g` are still in the ring.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+MAX_REDRAWS = 100  # each redraw halves the chance of a reset step at worst: 2**-100 is never
+
+
+@struct.dataclass
+class ReplayState:
+    """The replay's arrays. T = ring length (time slots), E = environments."""
+
+    frames: jax.Array  # [T, E, *frame_shape] newest frame of the observation acted on
+    actions: jax.Array  # [T, E] int32
+    rewards: jax.Array  # [T, E] float32, the (clipped) reward that followed the action
+    terminals: jax.Array  # [T, E] bool, no bootstrapping from the next observation
+    is_transition: jax.Array  # [T, E] bool, False for EnvPool's reset steps
+    firsts: jax.Array  # [T, E] bool, the observation is the first of a stack (hard reset)
+    total_steps: jax.Array  # [] int32, time slots written since init (global time index)
+
+
+@struct.dataclass
+class Transition:
+    """A batch of transitions, B = batch size."""
+
+    obs_tm1: jax.Array  # [B, *obs_shape]
+    action_tm1: jax.Array  # [B] int32
+    reward_t: jax.Array  # [B] float32
+    discount_t: jax.Array  # [B] float32, 0 at terminal transitions else 1 (gamma applied later)
+    obs_t: jax.Array  # [B, *obs_shape]
+
+
+@struct.dataclass
+class SampleIndex:
+    """Where each sampled transition came from."""
+
+    step: jax.Array  # [B] int32 global time index (slot = step % T)
+    env: jax.Array  # [B] int32 environment index
+
+
+class Replay(NamedTuple):
+    """Pure functions over `ReplayState`, with the static settings bound in."""
+
+    init: Callable[[], ReplayState]
+    add: Callable[..., ReplayState]
+    sample: Callable[[ReplayState, jax.Array], tuple[Transition, SampleIndex]]
+    can_sample: Callable[[ReplayState], jax.Array]
+    stack_at: Callable[[ReplayState, jax.Array, jax.Array], jax.Array]
+    ring_steps: int
+    num_envs: int
+
+
+def make_replay(
+    ring_steps: int,
+    num_envs: int,
+    frame_shape: tuple[int, ...],
+    frame_dtype,
+    stack: int,
+    batch_size: int,
+) -> Replay:
+    """Returns the replay functions for a ring of `ring_steps` slots of `num_envs` envs each.
+
+    Args:
+      ring_steps: time slots T; capacity in transitions is `ring_steps * num_envs`.
+      num_envs: environments E written at every step.
+      frame_shape: shape of one stored frame ((84, 84) for Atari, (4,) for CartPole).
+      frame_dtype: dtype of the frames (uint8 for Atari).
+      stack: frames per observation; 1 means the observation is the frame itself.
+      batch_size: transitions per `sample` call.
+
+    Raises:
+      ValueError: a setting is impossible.
+    """
+    if stack < 1:
+        raise ValueError(f"stack = {stack}: must be >= 1")
+    if num_envs < 1 or batch_size < 1:
+        raise ValueError(f"num_envs = {num_envs}, batch_size = {batch_size}: both must be >= 1")
+    if ring_steps < stack + 1:
+        raise ValueError(f"ring_steps = {ring_steps}: must be >= stack + 1 = {stack + 1}")
+    frame_shape = tuple(frame_shape)
+    T, E = ring_steps, num_envs
+
+    def init() -> ReplayState:
+        # Separate buffers per field: donation rejects one buffer passed twice.
+        return ReplayState(
+            frames=jnp.zeros((T, E, *frame_shape), frame_dtype),
+            actions=jnp.zeros((T, E), jnp.int32),
+            rewards=jnp.zeros((T, E), jnp.float32),
+            terminals=jnp.zeros((T, E), bool),
+            is_transition=jnp.zeros((T, E), bool),
+            firsts=jnp.zeros((T, E), bool),
+            total_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def add(state: ReplayState, frame, action, reward, terminal, is_transition, first) -> ReplayState:
+        """Writes one env step of every environment (all arguments lead with [E])."""
+        chex.assert_shape(frame, (E, *frame_shape))
+        chex.assert_shape([action, reward, terminal, is_transition, first], (E,))
+        slot = state.total_steps % T
+
+        def put(array, value):
+            return jax.lax.dynamic_update_index_in_dim(array, value.astype(array.dtype), slot, 0)
+
+        return state.replace(
+            frames=put(state.frames, frame),
+            actions=put(state.actions, action),
+            rewards=put(state.rewards, reward),
+            terminals=put(state.terminals, terminal),
+            is_transition=put(state.is_transition, is_transition),
+            firsts=put(state.firsts, first),
+            total_steps=state.total_steps + 1,
+        )
+
+    def stack_at(state: ReplayState, step: jax.Array, env: jax.Array) -> jax.Array:
+        """Returns the observations at global steps `step` [B] of envs `env` [B]: [B, *obs_shape]."""
+        slot = step % T
+        if stack == 1:
+            return state.frames[slot, env]
+        slots = [slot]
+        for _ in range(stack - 1):
+            # Walk back one slot unless the current one starts the stack; then repeat it.
+            slot = jnp.where(state.firsts[slot, env], slot, (slot - 1) % T)
+            slots.append(slot)
+        ordered = jnp.stack(slots[::-1], axis=1)  # [B, stack], oldest first
+        return state.frames[ordered, env[:, None]]
+
+    def written(state: ReplayState) -> jax.Array:
+        return jnp.minimum(state.total_steps, T)
+
+    def can_sample(state: ReplayState) -> jax.Array:
+        """Returns True when at least one slot has its whole stack and its next frame."""
+        return written(state) - stack >= 1
+
+    def sample(state: ReplayState, key: jax.Array) -> tuple[Transition, SampleIndex]:
+        """Returns `batch_size` transitions drawn uniformly from the sampleable ones."""
+        count = written(state)
+        oldest = state.total_steps - count
+        candidates = count - stack  # positions oldest + stack - 1 ... total_steps - 2
+
+        def draw(key):
+            step_key, env_key = jax.random.split(key)
+            step = oldest + stack - 1 + jax.random.randint(step_key, (batch_size,), 0, candidates)
+            env = jax.random.randint(env_key, (batch_size,), 0, E)
+            return step, env
+
+        def bad(step, env):
+            return ~state.is_transition[step % T, env]
+
+        def redraw(carry):
+            key, step, env, rounds = carry
+            key, draw_key = jax.random.split(key)
+            new_step, new_env = draw(draw_key)
+            retry = bad(step, env)
+            return key, jnp.where(retry, new_step, step), jnp.where(retry, new_env, env), rounds + 1
+
+        def keep_going(carry):
+            _, step, env, rounds = carry
+            return jnp.any(bad(step, env)) & (rounds < MAX_REDRAWS)
+
+        key, first_key = jax.random.split(key)
+        step, env = draw(first_key)
+        _, step, env, _ = jax.lax.while_loop(keep_going, redraw, (key, step, env, 0))
+
+        slot = step % T
+        transition = Transition(
+            obs_tm1=stack_at(state, step, env),
+            action_tm1=state.actions[slot, env],
+            reward_t=state.rewards[slot, env],
+            discount_t=1.0 - state.terminals[slot, env].astype(jnp.float32),
+            obs_t=stack_at(state, step + 1, env),
+        )
+        return transition, SampleIndex(step=step, env=env)
+
+    return Replay(init, add, sample, can_sample, stack_at, T, E)
+
+
+def frame_of(obs: jax.Array, stack: int) -> jax.Array:
+    """Returns the part of a batch of observations [E, ...] that is new at this step."""
+    return obs[:, -1] if stack > 1 else obs
+
+
+def bytes_per_transition(state: ReplayState) -> float:
+    """Returns the replay's memory per stored transition (bytes), all arrays included."""
+    leaves = jax.tree.leaves(state)
+    total = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
+    return total / (state.actions.shape[0] * state.actions.shape[1])

@@ -1,0 +1,155 @@
+"""The frame-deduplicated replay against a naive buffer that stores whole transitions."""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dqn_jax.replay import frame_of, make_replay
+
+
+class FakePool:
+    """Mimics EnvPool's auto-reset: after any done comes a reset step (reward 0, action ignored).
+
+    After a hard done (game over, time limit) the new observation is `stack` copies of a new
+    frame; after a soft done (a lost life) the stack just continues. Every frame is a distinct
+    integer so that any mix-up of frames shows.
+    """
+
+    def __init__(self, num_envs, stack, frame_size, rng, p_done):
+        self.E, self.stack, self.size, self.rng, self.p_done = num_envs, stack, frame_size, rng, p_done
+        self.counter = 0
+        self.stacks = [collections.deque(maxlen=stack) for _ in range(num_envs)]
+        self.dead = np.zeros(num_envs, bool)
+        self.dead_hard = np.zeros(num_envs, bool)
+        for e in range(num_envs):
+            self._hard_reset(e)
+
+    def _frame(self):
+        self.counter += 1
+        return np.full(self.size, self.counter, np.int32)
+
+    def _hard_reset(self, e):
+        frame = self._frame()
+        for _ in range(self.stack):
+            self.stacks[e].append(frame)
+
+    def obs(self):
+        if self.stack == 1:
+            return np.stack([s[-1] for s in self.stacks])
+        return np.stack([np.stack(s) for s in self.stacks])
+
+    def step(self):
+        E = self.E
+        reward = np.zeros(E, np.float32)
+        terminated, truncated, hard = (np.zeros(E, bool) for _ in range(3))
+        for e in range(E):
+            if self.dead[e]:
+                if self.dead_hard[e]:
+                    self._hard_reset(e)
+                else:
+                    self.stacks[e].append(self._frame())
+                continue
+            self.stacks[e].append(self._frame())
+            reward[e] = self.rng.normal()
+            if self.rng.random() < self.p_done:
+                kind = self.rng.integers(3)  # 0 life loss, 1 game over, 2 time limit
+                terminated[e] = kind < 2
+                truncated[e] = kind == 2
+                hard[e] = kind > 0
+        self.dead, self.dead_hard = terminated | truncated, hard
+        return reward, terminated, truncated, hard
+
+
+def fill(replay, pool, steps, rng):
+    """Runs the pool, writing the replay as the loop does and a naive buffer alongside.
+
+    Returns the final replay state and {(global step, env): (obs, action, reward, next_obs, discount)}.
+    """
+    state = replay.init()
+    naive = {}
+    first = np.ones(pool.E, bool)
+    add = jax.jit(replay.add)
+    for g in range(steps):
+        obs = pool.obs()
+        was_dead, was_hard = pool.dead.copy(), pool.dead_hard.copy()
+        action = rng.integers(0, 4, pool.E).astype(np.int32)
+        reward, terminated, truncated, hard = pool.step()
+        next_obs = pool.obs()
+        state = add(state, frame_of(jnp.asarray(obs), pool.stack), action, reward, terminated,
+                    ~was_dead, first)
+        for e in range(pool.E):
+            if not was_dead[e]:
+                naive[(g, e)] = (obs[e], action[e], reward[e], next_obs[e], 0.0 if terminated[e] else 1.0)
+        first = was_dead & was_hard
+    return state, naive
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    num_envs=st.integers(1, 3),
+    stack=st.sampled_from([1, 4]),
+    ring_steps=st.integers(6, 40),
+    steps=st.integers(6, 90),
+    p_done=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_samples_equal_naive_buffer(num_envs, stack, ring_steps, steps, p_done, seed):
+    rng = np.random.default_rng(seed)
+    pool = FakePool(num_envs, stack, (3,), rng, p_done)
+    replay = make_replay(ring_steps, num_envs, (3,), jnp.int32, stack, batch_size=64)
+    state, naive = fill(replay, pool, steps, rng)
+    if not bool(replay.can_sample(state)):
+        assert steps <= stack
+        return
+    oldest = max(0, steps - ring_steps)
+    sampleable = {k for k in naive if oldest + stack - 1 <= k[0] <= steps - 2}
+    if not sampleable:
+        return  # every candidate slot is a reset step: nothing to compare
+    batch, index = jax.jit(replay.sample)(state, jax.random.PRNGKey(seed))
+    for i, (g, e) in enumerate(zip(np.asarray(index.step), np.asarray(index.env), strict=True)):
+        assert (int(g), int(e)) in sampleable, "sampled a reset step or a slot outside the ring"
+        obs, action, reward, next_obs, discount = naive[(int(g), int(e))]
+        np.testing.assert_array_equal(batch.obs_tm1[i], obs)
+        np.testing.assert_array_equal(batch.obs_t[i], next_obs)
+        assert int(batch.action_tm1[i]) == action
+        assert float(batch.reward_t[i]) == pytest.approx(float(reward))
+        assert float(batch.discount_t[i]) == discount
+
+
+def test_reset_steps_are_never_sampled():
+    # Every other step of env 0 is a reset step (p_done = 1): half its slots are not transitions.
+    rng = np.random.default_rng(0)
+    pool = FakePool(2, 4, (3,), rng, p_done=1.0)
+    replay = make_replay(64, 2, (3,), jnp.int32, 4, batch_size=4096)
+    state, naive = fill(replay, pool, 60, rng)
+    _, index = jax.jit(replay.sample)(state, jax.random.PRNGKey(1))
+    sampled = set(zip(np.asarray(index.step).tolist(), np.asarray(index.env).tolist(), strict=True))
+    assert sampled <= set(naive)
+    reset_steps = {(g, e) for g in range(60) for e in range(2)} - set(naive)
+    assert len(reset_steps) >= 50 and not sampled & reset_steps
+
+
+def test_sampling_is_uniform_over_transitions():
+    rng = np.random.default_rng(3)
+    pool = FakePool(2, 1, (1,), rng, p_done=0.0)
+    replay = make_replay(16, 2, (1,), jnp.int32, 1, batch_size=20_000)
+    state, _ = fill(replay, pool, 12, rng)
+    _, index = jax.jit(replay.sample)(state, jax.random.PRNGKey(0))
+    counts = collections.Counter(zip(np.asarray(index.step).tolist(), np.asarray(index.env).tolist(), strict=True))
+    assert set(counts) == {(g, e) for g in range(11) for e in range(2)}  # step 11 has no next frame yet
+    expected = 20_000 / 22
+    assert all(abs(c - expected) < 5 * expected**0.5 for c in counts.values())
+
+
+def test_invalid_settings_raise():
+    with pytest.raises(ValueError, match="ring_steps"):
+        make_replay(3, 1, (84, 84), jnp.uint8, 4, 32)
+    with pytest.raises(ValueError, match="stack"):
+        make_replay(10, 1, (4,), jnp.float32, 0, 32)
