@@ -185,6 +185,11 @@ def preset_path(game: str) -> Path:
     return CONFIGS_DIR / ("cartpole.toml" if game == "CartPole" else "atari.toml")
 
 
+def preset(game: str) -> Config:
+    """Returns the preset config of a canonical game name, with `game` set."""
+    return dataclasses.replace(load_toml(preset_path(game)), game=game)
+
+
 def load_toml(path: Path | str, base: Config | None = None) -> Config:
     """Returns `base` (default: the dataclass defaults) overridden by the values in a TOML file.
 

@@ -40,10 +40,9 @@ def parse_config(argv: Sequence[str]) -> Config:
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
     game = envs.canonical_game(known.game)
-    base = config_lib.load_toml(config_lib.preset_path(game))
+    base = config_lib.preset(game)
     if known.config:
-        base = config_lib.load_toml(known.config, base)
-    base = dataclasses.replace(base, game=game)
+        base = dataclasses.replace(config_lib.load_toml(known.config, base), game=game)
     config = tyro.cli(Config, default=base, args=rest, prog="python -m dqn_jax.train",
                       description=__doc__.split("\n\n")[0])
     return config_lib.validate(config)

@@ -14,7 +14,7 @@ from dqn_jax.train import parse_config
 
 def test_preset_then_command_line_overrides():
     config = parse_config(["--game=cartpole", "--seed=3", "--total-steps=50000", "--hidden-sizes", "32", "32"])
-    preset = config_lib.load_toml(config_lib.preset_path("CartPole"))
+    preset = config_lib.preset("CartPole")
     assert config.game == "CartPole" and config.seed == 3 and config.total_steps == 50_000
     assert config.hidden_sizes == (32, 32)
     assert config.learning_rate == preset.learning_rate  # untouched fields keep the preset's value
