@@ -91,7 +91,9 @@ class Config:
     learning_rate: float = 2.5e-4
     """Adam learning rate at the first update."""
     learning_rate_end: float = 2.5e-4
-    """Adam learning rate after `learning_rate_decay_steps` (linear decay; equal to start = constant)."""
+    """Adam learning rate at the end of the decay (linear decay; equal to the start = constant)."""
+    learning_rate_decay_start: int = 0
+    """The learning rate stays at `learning_rate` until this env step, then decays (env steps)."""
     learning_rate_decay_steps: int = 100_000
     """Length of the learning-rate decay (env steps)."""
     adam_eps: float = 1e-8
@@ -166,10 +168,6 @@ class Config:
     def updates_per_vector_step(self) -> int:
         """Updates in each round of updates (count, >= 1)."""
         return max(1, self.num_envs // self.train_every)
-
-    def to_updates(self, env_steps: int) -> int:
-        """Converts a length in env steps into the number of updates it contains (updates)."""
-        return max(1, env_steps // self.train_every)
 
 
 # --- TOML presets --------------------------------------------------------------------------
@@ -287,7 +285,8 @@ def validate(config: Config) -> Config:
     for name in positive_ints:
         if getattr(c, name) < 1:
             fail(name, "must be a positive integer")
-    for name in ("learning_starts", "epsilon_decay_steps", "learning_rate_decay_steps", "env_threads"):
+    for name in ("learning_starts", "epsilon_decay_steps", "learning_rate_decay_start", "learning_rate_decay_steps",
+                 "env_threads"):
         if getattr(c, name) < 0:
             fail(name, "must be >= 0")
     for name in ("learning_rate", "learning_rate_end", "adam_eps"):

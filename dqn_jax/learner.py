@@ -80,12 +80,20 @@ class Learner(NamedTuple):
 def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns Adam (with optional global-norm clipping) and its learning-rate schedule.
 
-    The schedule decays linearly over `learning_rate_decay_steps` env steps' worth of updates,
-    counted from the first update.
+    The schedule is defined over env steps (constant until `learning_rate_decay_start`, then
+    linear over `learning_rate_decay_steps`) and evaluated at the env step of each update:
+    update u happens at env step `learning_starts + u * train_every`.
     """
-    schedule = optax.linear_schedule(
-        config.learning_rate, config.learning_rate_end, config.to_updates(config.learning_rate_decay_steps)
+    by_env_step = optax.join_schedules(
+        [optax.constant_schedule(config.learning_rate),
+         optax.linear_schedule(config.learning_rate, config.learning_rate_end,
+                               max(1, config.learning_rate_decay_steps))],
+        boundaries=[config.learning_rate_decay_start],
     )
+
+    def schedule(update_count):
+        return by_env_step(config.learning_starts + update_count * config.train_every)
+
     adam = optax.adam(schedule, eps=config.adam_eps)
     if config.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam), schedule

@@ -121,3 +121,19 @@ def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
         expected.append(0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5)
     _, metrics = loop.learner.update(agent)
     np.testing.assert_allclose(metrics["loss"], np.mean(expected), rtol=1e-5)
+
+
+def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
+    import dataclasses
+
+    from dqn_jax.learner import make_optimizer
+
+    config = dataclasses.replace(tiny_cartpole, learning_rate=1e-3, learning_rate_end=1e-5, learning_starts=400,
+                                 train_every=4, learning_rate_decay_start=1_400, learning_rate_decay_steps=1_000)
+    _, schedule = make_optimizer(config)
+    # update u happens at env step 400 + 4u: constant until env step 1,400 (u = 250), then linear.
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(250)) == pytest.approx(1e-3)
+    assert float(schedule(375)) == pytest.approx(0.5 * (1e-3 + 1e-5))  # env step 1,900
+    assert float(schedule(500)) == pytest.approx(1e-5)
+    assert float(schedule(10_000)) == pytest.approx(1e-5)
