@@ -69,22 +69,14 @@ class Evaluator:
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 30, scale: int = 4) -> Path:
-    """Writes grey frames [H, W] uint8 as an MP4 (GIF if no ffmpeg is available); returns the path."""
-    import imageio.v3 as iio
+    """Writes grey frames [H, W] uint8, upscaled `scale` times, as an MP4 (imageio-ffmpeg), or as a
+    GIF when no MP4 writer is available; returns the path written."""
+    import imageio.v2 as imageio
 
-    big = [np.kron(f, np.ones((scale, scale), np.uint8)) for f in frames]
+    big = np.stack([np.kron(frame, np.ones((scale, scale), np.uint8)) for frame in frames])
     try:
-        iio.imwrite(path.with_suffix(".mp4"), np.stack(big), fps=fps, codec="libx264",
-                    macro_block_size=1, plugin="pyav" if _has_pyav() else None)
+        imageio.mimwrite(path.with_suffix(".mp4"), big, fps=fps, macro_block_size=1)
         return path.with_suffix(".mp4")
-    except Exception:  # no ffmpeg backend: GIF needs nothing beyond Pillow
-        iio.imwrite(path.with_suffix(".gif"), np.stack(big), duration=1000 / fps, loop=0)
+    except (ImportError, RuntimeError, ValueError):
+        imageio.mimwrite(path.with_suffix(".gif"), big, duration=1000 / fps, loop=0)
         return path.with_suffix(".gif")
-
-
-def _has_pyav() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
