@@ -104,6 +104,10 @@ class Config:
     """One update for every this many env steps (env steps per update)."""
     target_update_every: int = 250
     """Copy the online parameters into the target network every this many updates (updates)."""
+    reward_scale: float = 1.0
+    """Multiply the (clipped) reward by this before it is stored in replay (factor)."""
+    target_update_tau: float = 1.0
+    """At each target update, target <- tau * online + (1 - tau) * target (fraction; 1 = hard copy)."""
     learning_starts: int = 10_000
     """No updates before this many env steps have been collected (env steps)."""
     replay_capacity: int = 100_000
@@ -135,8 +139,18 @@ class Config:
     `host`: EnvPool stepped from Python around jitted act and learn functions."""
     run_dir: str = ""
     """Run directory (default: `runs/<game>-s<seed>-<timestamp>`)."""
+    checkpoint_every: int = 250_000
+    """Save the whole agent state (replay included) every this many env steps; a checkpoint is
+    also saved at the end and on SIGINT/SIGTERM (env steps; 0 = only those)."""
+    keep_checkpoints: int = 2
+    """How many of the newest state checkpoints to keep (count)."""
+    fingerprint_every: int = 500
+    """Write a hash of the online params and of the sampled batch every this many updates (updates)."""
     progress: bool = True
     """Show a progress bar on the console."""
+    halt_on: Literal["never", "error"] = "never"
+    """`error`: stop the run (checkpoint and metrics saved) at the first error-level health finding.
+    A non-finite loss always stops the run."""
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -280,22 +294,29 @@ def validate(config: Config) -> Config:
 
     positive_ints = (
         "num_seeds total_steps num_envs batch_size train_every target_update_every "
-        "replay_capacity eval_every eval_episodes eval_return_window chunk_steps"
+        "replay_capacity eval_every eval_episodes eval_return_window chunk_steps keep_checkpoints "
+        "fingerprint_every"
     ).split()
     for name in positive_ints:
         if getattr(c, name) < 1:
             fail(name, "must be a positive integer")
     for name in ("learning_starts", "epsilon_decay_steps", "learning_rate_decay_start", "learning_rate_decay_steps",
-                 "env_threads"):
+                 "env_threads", "checkpoint_every"):
         if getattr(c, name) < 0:
             fail(name, "must be >= 0")
-    for name in ("learning_rate", "learning_rate_end", "adam_eps"):
+    for name in ("learning_rate", "adam_eps"):
         if not getattr(c, name) > 0:
             fail(name, "must be > 0")
+    if not c.learning_rate_end >= 0:
+        fail("learning_rate_end", "must be >= 0 (0 anneals the learning rate to zero)")
     if c.max_grad_norm < 0:
         fail("max_grad_norm", "must be >= 0 (0 turns clipping off)")
     if not 0.0 <= c.gamma <= 1.0:
         fail("gamma", "must be in [0, 1]")
+    if not math.isfinite(c.reward_scale):
+        fail("reward_scale", "must be a finite number")
+    if not 0.0 < c.target_update_tau <= 1.0:
+        fail("target_update_tau", "must be in (0, 1] (1 copies the online network)")
     for name in ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability"):
         if not 0.0 <= getattr(c, name) <= 1.0:
             fail(name, "must be a probability in [0, 1]")

@@ -68,14 +68,15 @@ def agent_seed(config: Config, agent: int) -> int:
     return config.seed + agent
 
 
-def env_seeds(seed: int, count: int, stream: int) -> list[int]:
+def env_seeds(seed: int, count: int, stream: int | tuple[int, ...]) -> list[int]:
     """Returns `count` independent environment seeds derived from an agent seed.
 
     EnvPool seeds env i of a pool with `seed + i`, so runs with neighbouring seeds would share
     most of their environments; we hash the seed instead. `stream` separates training (0) from
-    evaluation (1) environments.
+    evaluation (1) environments; `(0, env_steps)` seeds training envs restarted on resume.
     """
-    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(stream,))
+    spawn_key = stream if isinstance(stream, tuple) else (stream,)
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=spawn_key)
     return [int(s) for s in sequence.generate_state(count, dtype=np.uint32) % (2**31 - 1)]
 
 
@@ -118,11 +119,16 @@ def _make(config: Config, num_envs: int, seeds: list[int], evaluation: bool):
         return envpool.make(task_id(config.game), **kwargs)
 
 
-def make_train_pool(config: Config):
-    """Returns the training pool: `num_seeds * num_envs` envs, agent-major, with derived seeds."""
+def make_train_pool(config: Config, resumed_at: int = 0):
+    """Returns the training pool: `num_seeds * num_envs` envs, agent-major, with derived seeds.
+
+    `resumed_at` (env steps) gives envs restarted on resume their own seeds, so a resumed run does
+    not replay the games it started with.
+    """
+    stream = (0, resumed_at) if resumed_at else 0
     seeds = []
     for agent in range(config.num_seeds):
-        seeds += env_seeds(agent_seed(config, agent), config.num_envs, stream=0)
+        seeds += env_seeds(agent_seed(config, agent), config.num_envs, stream=stream)
     return _make(config, config.num_seeds * config.num_envs, seeds, evaluation=False)
 
 

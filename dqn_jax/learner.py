@@ -17,6 +17,8 @@ import optax
 from flax import struct
 
 from dqn_jax.config import Config
+from dqn_jax.fingerprint import tree_hash
+from dqn_jax.health import update_health
 from dqn_jax.replay import Replay, ReplayState
 
 
@@ -25,7 +27,7 @@ class AgentState:
     """One agent. Arrays gain a leading [S] axis when several seeds train together."""
 
     params: chex.ArrayTree  # online network
-    target_params: chex.ArrayTree  # target network, a periodic copy of `params`
+    target_params: chex.ArrayTree  # target network: a periodic copy (or Polyak average) of `params`
     opt_state: optax.OptState  # Adam moments and step count, carried for the whole run
     replay: ReplayState
     rng_key: jax.Array  # advanced at every act and every update
@@ -106,7 +108,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     default_optimizer, schedule = make_optimizer(config)
     optimizer = optimizer or default_optimizer
     gamma, double, loss_kind = config.gamma, config.double_dqn, config.loss
-    target_every = config.target_update_every
+    target_every, tau = config.target_update_every, config.target_update_tau
 
     def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
         """Returns a fresh agent; `example_obs` is one batch of observations [E, ...]."""
@@ -123,30 +125,42 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         )
 
     def loss_fn(params, target_params, batch):
-        q_tm1 = network.apply(params, batch.obs_tm1)
+        q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
         q_t_target = network.apply(target_params, batch.obs_t)
         q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
         errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
                                     gamma * batch.discount_t, q_t_target, q_t_selector)
         loss = jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
-        return loss, (errors, q_tm1)
+        return loss, (errors, q_tm1, activations.get("intermediates", {}))
 
     def update(state: AgentState) -> tuple[AgentState, dict]:
-        """Returns the agent after one gradient step on a sampled batch, and scalar metrics."""
+        """Returns the agent after one gradient step on a sampled batch, and its metrics.
+
+        Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
+        (uint32 [], the sampled indices' hash) and `health` (a dict of float32 [], see
+        `health.update_health`).
+        """
         rng_key, sample_key = jax.random.split(state.rng_key)
-        batch, _ = replay.sample(state.replay, sample_key)
-        (loss, (errors, q_tm1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        batch, index = replay.sample(state.replay, sample_key)
+        (loss, (errors, q_tm1, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
         copy = num_updates % target_every == 0
-        target_params = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, state.target_params)
+        target_params = jax.tree.map(
+            lambda p, t: jnp.where(copy, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
+            params, state.target_params)
         metrics = {
             "loss": loss,
             "q_mean": jnp.mean(q_tm1),
             "td_abs_mean": jnp.mean(jnp.abs(errors)),
             "learning_rate": schedule(state.updates),
+            "batch_hash": tree_hash(index),
+            "health": update_health(
+                q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
+                updates=updates, params=state.params, new_params=params, opt_state=opt_state,
+                intermediates=intermediates),
         }
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                                   rng_key=rng_key, updates=num_updates)

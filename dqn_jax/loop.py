@@ -24,9 +24,11 @@ from flax import struct
 from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import Config
+from dqn_jax.fingerprint import tree_hash, tree_norm
+from dqn_jax.health import aggregate
 from dqn_jax.learner import AgentState, Learner, make_learner
 from dqn_jax.networks import make_network
-from dqn_jax.replay import Replay, frame_of, make_replay
+from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
 
 
 @struct.dataclass
@@ -39,6 +41,7 @@ class EnvCarry:
     dead_hard: jax.Array  # bool: ... and the episode really ended (not only a life)
     episode_return: jax.Array  # float32 raw return of the game in progress
     episode_length: jax.Array  # int32 env steps of the game in progress
+    lives: jax.Array  # int32 lives left (Atari; 0 where the game has none)
 
 
 @struct.dataclass
@@ -54,6 +57,17 @@ class StepRecord:
     episode_done: jax.Array  # [S, E] bool, a game ended at this step
     episode_return: jax.Array  # [S, E] its raw return (valid where episode_done)
     episode_length: jax.Array  # [S, E] its length in env steps
+    batch_hash: jax.Array  # [S] uint32 hash of the last sampled batch's indices
+    fingerprint: jax.Array  # [] bool, the update count crossed a multiple of `fingerprint_every`
+    updates: jax.Array  # [S] int32 updates so far
+    params_hash: jax.Array  # [S] uint32 hash of the online params (valid where `fingerprint`)
+    params_norm: jax.Array  # [S] float32 L2 norm of the online params (valid where `fingerprint`)
+    health: dict  # name -> [S] float32 update statistics (see health.update_health; 0 where none ran)
+    episode_truncated: jax.Array  # [S, E] bool, the game that ended hit the time limit
+    real_steps: jax.Array  # [S] int32 env steps that were not reset steps
+    reward_nonzero_steps: jax.Array  # [S] int32 of those, steps with a non-zero raw reward
+    life_losses: jax.Array  # [S] int32 lives lost without the game ending
+    life_loss_terminals: jax.Array  # [S] int32 of those, ones the learner saw as terminal
 
 
 class LoopState(NamedTuple):
@@ -98,8 +112,22 @@ class Loop:
         S = self.config.num_seeds
         obs, info = self.pool.reset()
         obs = jnp.asarray(_split_agents(obs, S))
-        agents = jax.vmap(self.learner.init)(keys, obs)
+        # Jitted so the replay's zeros are allocated once at [S, ...], not built then broadcast (2x peak).
+        agents = jax.jit(jax.vmap(self.learner.init))(keys, obs)
         return LoopState(agents, self.initial_carry(obs), jnp.zeros((), jnp.int32), self._handle())
+
+    def resume(self, agents: AgentState, iteration: int) -> LoopState:
+        """Returns the state for restored `agents` [S]: envs reset, in-flight episodes cut in replay."""
+        obs, _ = self.pool.reset()
+        obs = jnp.asarray(_split_agents(obs, self.config.num_seeds))
+        agents = agents.replace(replay=jax.jit(jax.vmap(end_in_flight), donate_argnums=0)(agents.replay))
+        return LoopState(agents, self.initial_carry(obs), jnp.asarray(iteration, jnp.int32), self._handle())
+
+    def abstract_agents(self, keys: jax.Array) -> AgentState:
+        """Returns the shapes and dtypes of the agents `init` would build (nothing allocated)."""
+        facts = envs.facts(self.pool)
+        obs = jax.ShapeDtypeStruct((self.config.num_seeds, self.config.num_envs, *facts.obs_shape), facts.obs_dtype)
+        return jax.eval_shape(jax.vmap(self.learner.init), keys, obs)
 
     def initial_carry(self, obs: jax.Array) -> EnvCarry:
         """Returns the env bookkeeping for freshly reset envs with observations `obs` [S, E, ...]."""
@@ -107,7 +135,8 @@ class Loop:
         return EnvCarry(obs=obs, first=jnp.ones(shape, bool), dead=jnp.zeros(shape, bool),
                         dead_hard=jnp.zeros(shape, bool),
                         episode_return=jnp.zeros(obs.shape[:2], jnp.float32),
-                        episode_length=jnp.zeros(obs.shape[:2], jnp.int32))
+                        episode_length=jnp.zeros(obs.shape[:2], jnp.int32),
+                        lives=jnp.zeros(obs.shape[:2], jnp.int32))
 
     def _handle(self):
         return None if self.mode == "host" else self._xla[0]
@@ -129,28 +158,46 @@ class Loop:
         hard = envs.hard_done(terminated, truncated, info)
         raw_reward = envs.raw_reward(reward, info)
         split = lambda x: _split_agents(jnp.asarray(x), S)  # noqa: E731
-        next_obs, reward, terminated, truncated, hard, raw_reward = map(
-            split, (next_obs, reward, terminated, truncated, hard, raw_reward))
+        lives = info["lives"] if "lives" in info else jnp.zeros_like(jnp.asarray(terminated), jnp.int32)
+        next_obs, reward, terminated, truncated, hard, raw_reward, lives = map(
+            split, (next_obs, reward, terminated, truncated, hard, raw_reward, lives))
+        lives = lives.astype(jnp.int32)
 
         def add_one(agent: AgentState, obs, action, reward, terminal, is_transition, first):
             replay = self.replay.add(agent.replay, frame_of(obs, config.frame_stack), action, reward,
                                      terminal, is_transition, first)
             return agent.replace(replay=replay, env_steps=agent.env_steps + config.num_envs)
 
-        agents = jax.vmap(add_one)(agents, carry.obs, actions, reward, terminated, ~carry.dead, carry.first)
+        stored_reward = reward * config.reward_scale if config.reward_scale != 1.0 else reward
+        agents = jax.vmap(add_one)(agents, carry.obs, actions, stored_reward, terminated, ~carry.dead, carry.first)
 
         iteration = iteration + 1
         due = (iteration % config.vector_steps_per_update == 0) & (
             iteration * config.num_envs >= config.learning_starts)
+        updates_before = agents.updates[0]  # the same for every agent: one shared schedule
         agents, learn_metrics = jax.lax.cond(due, self._learn, self._skip_learn, agents)
+        every = config.fingerprint_every
+        fingerprint = due & (agents.updates[0] // every > updates_before // every)
+        params_hash, params_norm = jax.lax.cond(
+            fingerprint,
+            lambda params: (jax.vmap(tree_hash)(params), jax.vmap(tree_norm)(params)),
+            lambda params: (jnp.zeros((S,), jnp.uint32), jnp.zeros((S,), jnp.float32)),
+            agents.params)
 
         real_step = ~carry.dead
         episode_return = carry.episode_return + raw_reward
         episode_length = carry.episode_length + real_step.astype(jnp.int32)
         ended = hard & real_step
+        life_lost = real_step & ~hard & (lives < carry.lives)
+        count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
         record = StepRecord(
             learned=due, epsilon=epsilon, episode_done=ended,
-            episode_return=episode_return, episode_length=episode_length, **learn_metrics)
+            episode_return=episode_return, episode_length=episode_length, fingerprint=fingerprint,
+            updates=agents.updates, params_hash=params_hash, params_norm=params_norm,
+            episode_truncated=ended & truncated, real_steps=count(real_step),
+            reward_nonzero_steps=count(real_step & (raw_reward != 0)),
+            life_losses=count(life_lost), life_loss_terminals=count(life_lost & terminated),
+            **learn_metrics)
         new_carry = EnvCarry(
             obs=next_obs,
             first=carry.dead & carry.dead_hard,  # the step just taken was a hard reset
@@ -158,15 +205,28 @@ class Loop:
             dead_hard=hard,
             episode_return=jnp.where(ended, 0.0, episode_return),
             episode_length=jnp.where(ended, 0, episode_length),
+            lives=lives,
         )
         return agents, new_carry, iteration, record
 
     def _learn(self, agents: AgentState):
-        def one_round(agents, _):
-            return jax.vmap(self.learner.update)(agents)
+        update = jax.vmap(self.learner.update)
+        rounds = self.config.updates_per_vector_step
+        if rounds == 1:
+            return update(agents)
+        # The replay is read-only here: keep it out of the scan carry, or XLA copies the whole
+        # buffer at every round (measured 10x slower for a Nature CNN with a 20k replay).
+        replay = agents.replay
 
-        agents, metrics = jax.lax.scan(one_round, agents, None, length=self.config.updates_per_vector_step)
-        return agents, jax.tree.map(lambda m: m.mean(axis=0), metrics)
+        def one_round(learner_part, _):
+            agents, metrics = update(learner_part.replace(replay=replay))
+            return agents.replace(replay=None), metrics
+
+        learner_part, metrics = jax.lax.scan(one_round, agents.replace(replay=None), None, length=rounds)
+        health = {k: aggregate(k, m, axis=0) for k, m in metrics.pop("health").items()}
+        metrics = {k: m[-1] if k == "batch_hash" else m.mean(axis=0) for k, m in metrics.items()}
+        metrics["health"] = health
+        return learner_part.replace(replay=replay), metrics
 
     def _skip_learn(self, agents: AgentState):
         shapes = jax.eval_shape(self._learn, agents)[1]
@@ -197,7 +257,7 @@ class Loop:
         for _ in range(num_iterations):
             agents, actions, epsilon = self._act(agents, carry.obs)
             obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(S * E))
-            info = {k: info[k] for k in ("terminated", "reward") if k in info}
+            info = {k: info[k] for k in ("terminated", "reward", "lives") if k in info}
             agents, carry, iteration, record = self._observe(
                 agents, carry, iteration, actions, epsilon, (obs, reward, terminated, truncated, info))
             records.append(record)
@@ -211,12 +271,13 @@ class Loop:
         return self._chunk(state, num_iterations)
 
 
-def build_loop(config: Config, network=None, optimizer=None) -> Loop:
+def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0) -> Loop:
     """Returns the loop for a validated config: training pool, network, replay, learner.
 
-    `network` (a Flax module) and `optimizer` (an optax transformation) replace the config's.
+    `network` (a Flax module) and `optimizer` (an optax transformation) replace the config's;
+    `resumed_at` (env steps) seeds the pool for a resumed run.
     """
-    pool = envs.make_train_pool(config)
+    pool = envs.make_train_pool(config, resumed_at)
     facts = envs.facts(pool)
     network = network or make_network(config, facts.num_actions)
     replay = make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,

@@ -47,6 +47,33 @@ class MLPTorso(nn.Module):
         return x
 
 
+class PatchConv(nn.Module):
+    """A VALID, strided 2-D convolution [B, H, W, C] → [B, H', W', features] as patches @ kernel.
+
+    Same parameters (`kernel` [k, k, C, features], `bias`) and same result as `nn.Conv`. On CPU,
+    XLA runs convolution gradients inside a loop body (our fused `lax.scan`) about 12x slower than
+    outside one (measured: 443 ms vs 32 ms for two Nature CNN gradients at batch 32); strided
+    slices and one matmul are as fast inside the loop as outside.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        out_h, out_w = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
+        patches = jnp.concatenate([
+            x[:, u:u + s * (out_h - 1) + 1:s, v:v + s * (out_w - 1) + 1:s, :]
+            for u in range(k) for v in range(k)
+        ], axis=-1)  # [B, H', W', k*k*C], ordered like the kernel's (u, v, c)
+        return patches @ kernel.reshape(-1, self.features) + bias.reshape(1, 1, 1, -1)
+
+
 class NatureCNNTorso(nn.Module):
     """Mnih et al. 2015: conv 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512.
 
@@ -58,14 +85,20 @@ class NatureCNNTorso(nn.Module):
     normalization: str = "none"
     initializer: str = "lecun_normal"
     init_gain: float = 1.0
+    conv: str = "auto"
+    """`xla` (lax convolutions), `patches` (PatchConv) or `auto`: patches on CPU, xla elsewhere."""
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
+        use_patches = self.conv == "patches" or (self.conv == "auto" and jax.default_backend() == "cpu")
         x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
         act = ACTIVATIONS[self.activation]
         init = kernel_initializer(self.initializer, self.init_gain)
         for i, (features, kernel, stride) in enumerate(((32, 8, 4), (64, 4, 2), (64, 3, 1))):
-            x = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", kernel_init=init)(x)
+            if use_patches:
+                x = PatchConv(features, kernel, stride, kernel_init=init, name=f"Conv_{i}")(x)
+            else:
+                x = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", kernel_init=init)(x)
             if self.normalization == "layer_norm":
                 x = nn.LayerNorm()(x)
             x = act(x)

@@ -198,6 +198,17 @@ def make_replay(
     return Replay(init, add, sample, can_sample, stack_at, T, E)
 
 
+def end_in_flight(state: ReplayState) -> ReplayState:
+    """Returns the replay with its newest slot marked as no transition, for every env.
+
+    Use when the environments restart without a done (resuming from a checkpoint): the newest
+    slot's next frame was never written, and the next slot will hold a new episode's first frame.
+    """
+    newest = (state.total_steps - 1) % state.is_transition.shape[0]
+    is_transition = state.is_transition.at[newest].set(False)
+    return state.replace(is_transition=jnp.where(state.total_steps > 0, is_transition, state.is_transition))
+
+
 def frame_of(obs: jax.Array, stack: int) -> jax.Array:
     """Returns the part of a batch of observations [E, ...] that is new at this step."""
     return obs[:, -1] if stack > 1 else obs

@@ -7,6 +7,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
@@ -58,3 +59,23 @@ def test_host_loop_matches_fused_loop(tiny_cartpole):
     host = _params_after(dataclasses.replace(tiny_cartpole, loop="host"), chunks=2)
     for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(host), strict=True):
         np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_seed_agents_are_independent_and_equal_their_single_seed_runs(tiny_cartpole):
+    both = _params_after(dataclasses.replace(tiny_cartpole, num_seeds=2))
+    for s in range(2):
+        alone = _params_after(dataclasses.replace(tiny_cartpole, seed=tiny_cartpole.seed + s))
+        for together, single in zip(jax.tree.leaves(both), jax.tree.leaves(alone), strict=True):
+            np.testing.assert_array_equal(together[s], single[0])
+    assert not any(np.array_equal(x[0], x[1]) for x in jax.tree.leaves(both))
+
+
+def test_multi_seed_run_directory(tiny_cartpole, tmp_path):
+    summary = train(dataclasses.replace(tiny_cartpole, num_seeds=3, seed=10), run_dir=tmp_path)
+    assert [s["seed"] for s in summary["seeds"]] == [10, 11, 12]
+    rows = read_metrics(tmp_path)
+    assert rows and all(row["seed"] in (10, 11, 12) for row in rows)
+    for kind in ("train", "eval", "health"):
+        assert {row["seed"] for row in rows if row["kind"] == kind} == {10, 11, 12}
+    finals = [s["final_eval_return"] for s in summary["seeds"]]
+    assert summary["final_eval_return"] == pytest.approx(np.mean(finals))

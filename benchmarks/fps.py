@@ -1,0 +1,220 @@
+"""Frames per second against the ceilings measured in the same run.
+
+    python benchmarks/fps.py --game=Pong [--quick] [--seeds 1 2 4 8] [--out FILE]
+
+For each number of seeds S (agents trained in one program) it measures:
+- `env_only`: the S*E-env EnvPool pool stepped from Python with random actions;
+- `learner_only`: S vmapped agents doing updates at the preset batch, in a compiled scan, on a
+  replay filled with random frames (updates/s, and the env steps/s they would sustain at the
+  preset's `train_every`);
+- `act_fused`: the fused loop before learning starts (acting, env stepping, replay writes);
+- `train_fused` (and `train_host` for S = 1): training at the preset's replay ratio.
+Training rows carry `fraction_of_bound` = measured / min(env_only, learner_only * train_every) for
+the same S. Rates count env steps of all agents together; frames = env steps * frame skip.
+The replay is shrunk to `--replay` transitions per agent (its size does not change the work per
+step; 8 full Atari replays would need 56 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_result  # noqa: E402
+
+from dqn_jax import config as config_lib  # noqa: E402
+from dqn_jax import envs  # noqa: E402
+from dqn_jax.loop import agent_keys, build_loop  # noqa: E402
+
+
+def timed(run_once, min_seconds: float, min_calls: int = 2) -> tuple[float, int]:
+    """Calls `run_once()` (which blocks) until both minimums are met; returns (seconds, calls)."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        run_once()
+        calls += 1
+    return time.perf_counter() - start, calls
+
+
+def env_only(config, seconds: float) -> float:
+    """Returns env steps/s of the training pool (all S*E envs) stepped with random actions."""
+    pool = envs.make_train_pool(config)
+    pool.reset()
+    count = config.num_seeds * config.num_envs
+    num_actions = envs.facts(pool).num_actions
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pool.step(rng.integers(0, num_actions, count))
+
+    def step_batch():
+        for _ in range(50):
+            pool.step(rng.integers(0, num_actions, count))
+
+    elapsed, calls = timed(step_batch, seconds)
+    pool.close()
+    return calls * 50 * count / elapsed
+
+
+def fill_replay(loop, agents, steps: int):
+    """Returns `agents` with `steps` random env steps written to every agent's replay."""
+    replay = loop.replay
+    shape = agents.replay.frames.shape[3:]
+    dtype = agents.replay.frames.dtype
+    E = loop.config.num_envs
+
+    def add_one(replay_state, key):
+        frame_key, action_key, end_key = jax.random.split(key, 3)
+        if jnp.issubdtype(dtype, jnp.integer):
+            frame = jax.random.randint(frame_key, (E, *shape), 0, 255).astype(dtype)
+        else:
+            frame = jax.random.normal(frame_key, (E, *shape), dtype)
+        action = jax.random.randint(action_key, (E,), 0, 2)
+        terminal = jax.random.uniform(end_key, (E,)) < 0.01
+        return replay.add(replay_state, frame, action, jnp.ones((E,)), terminal, jnp.ones((E,), bool),
+                          jnp.zeros((E,), bool)), None
+
+    @jax.jit
+    def fill(replay_states):
+        def one(replay_state, key):
+            return jax.lax.scan(add_one, replay_state, jax.random.split(key, steps))[0]
+
+        return jax.vmap(one)(replay_states, jax.random.split(jax.random.PRNGKey(0), replay_states.total_steps.shape[0]))
+
+    return agents.replace(replay=fill(agents.replay))
+
+
+def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
+    """Returns updates/s per agent: S vmapped agents, `updates_per_call` updates per compiled scan."""
+    update = jax.vmap(loop.learner.update)
+
+    @jax.jit
+    def many(learner_part, replay):
+        def body(part, _):
+            new, metrics = update(part.replace(replay=replay))
+            return new.replace(replay=None), metrics["loss"]
+
+        return jax.lax.scan(body, learner_part, None, length=updates_per_call)[0]
+
+    replay = agents.replay
+    part = agents.replace(replay=None)
+    part = jax.block_until_ready(many(part, replay))  # compile
+
+    def call():
+        nonlocal part
+        part = jax.block_until_ready(many(part, replay))
+
+    elapsed, calls = timed(call, seconds)
+    return calls * updates_per_call / elapsed
+
+
+def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: int) -> dict:
+    """Returns env steps/s (all agents) of a loop acting only and then training, plus its agents."""
+    loop = build_loop(config)
+    state = loop.init(agent_keys(config))
+    E = config.num_envs
+    iterations = max(1, chunk_steps // E)
+    learn_at = config.learning_starts // E
+    state, records = loop.run_chunk(state, iterations)  # compile, acting only
+    jax.block_until_ready(records)
+    done = iterations
+    act_steps, act_time = 0, 0.0
+    while done + iterations <= learn_at and act_time < act_seconds:
+        start = time.perf_counter()
+        state, records = loop.run_chunk(state, iterations)
+        jax.block_until_ready(records)
+        act_time += time.perf_counter() - start
+        act_steps += iterations * E * config.num_seeds
+        done += iterations
+    if done < learn_at:  # jump to the start of learning
+        state, records = loop.run_chunk(state, learn_at - done)
+        jax.block_until_ready(records)
+        done = learn_at
+    state, records = loop.run_chunk(state, iterations)  # first learning chunk (host mode compiles here)
+    jax.block_until_ready(records)
+    assert bool(np.asarray(records.learned).any()), "training was never reached"
+    train_steps, train_time = 0, 0.0
+    while train_time < train_seconds or train_steps == 0:
+        start = time.perf_counter()
+        state, records = loop.run_chunk(state, iterations)
+        jax.block_until_ready(records)
+        train_time += time.perf_counter() - start
+        train_steps += iterations * E * config.num_seeds
+    return {"act": act_steps / act_time if act_time else None, "train": train_steps / train_time,
+            "loop": loop, "agents": state.agents, "mode": loop.mode}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--game", default="Pong")
+    parser.add_argument("--quick", action="store_true", help="shorter measurements (under 5 minutes on 2 cores)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--replay", type=int, default=None, help="replay transitions per agent")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    game = envs.canonical_game(args.game)
+    base = config_lib.preset(game)
+    seconds = 3.0 if args.quick else 10.0
+    replay = args.replay or (20_000 if base.is_atari else base.replay_capacity)
+    # Learning starts once the replay holds enough to sample; the timing starts after compilation.
+    chunk_steps = 200 if base.is_atari else 2_000
+    learning_starts = max(4 * chunk_steps, base.batch_size * 4)
+    if not args.quick:
+        learning_starts = max(learning_starts, 20 * chunk_steps)
+    config = config_lib.validate(dataclasses.replace(
+        base, replay_capacity=replay, learning_starts=learning_starts, progress=False,
+        eval_every=10**9, checkpoint_every=0))
+    frame_skip = config.frame_skip
+    updates_per_call = 20 if config.is_atari else 200
+    rows = []
+
+    def add(mode: str, num_seeds: int, steps_per_sec: float, **extra) -> None:
+        row = {"game": game, "mode": mode, "num_seeds": num_seeds, "env_steps_per_sec": round(steps_per_sec, 1),
+               "frames_per_sec": round(steps_per_sec * frame_skip, 1), **extra}
+        rows.append(row)
+        shown = ", ".join(f"{k}={v}" for k, v in extra.items())
+        print(f"{mode:>13}  S={num_seeds}  {steps_per_sec:>10,.0f} env steps/s  "
+              f"{steps_per_sec * frame_skip:>10,.0f} frames/s  {shown}", flush=True)
+
+    for num_seeds in args.seeds:
+        seeded = dataclasses.replace(config, num_seeds=num_seeds)
+        env_rate = env_only(seeded, seconds)
+        add("env_only", num_seeds, env_rate)
+        fused = loop_rates(seeded, seconds, seconds, chunk_steps)
+        agents = fill_replay(fused["loop"], fused["agents"], 2 * config.frame_stack + config.batch_size)
+        updates = learner_only(fused["loop"], agents, seconds, updates_per_call)
+        learner_rate = updates * num_seeds * config.train_every
+        add("learner_only", num_seeds, learner_rate, updates_per_sec=round(updates, 1),
+            batch_size=config.batch_size)
+        bound = min(env_rate, learner_rate)
+        if fused["act"]:
+            add("act_fused", num_seeds, fused["act"])
+        if fused["mode"] != "fused":
+            print(f"warning: the fused loop was unavailable; its rows measure the {fused['mode']} loop")
+        add("train_fused", num_seeds, fused["train"], fraction_of_bound=round(fused["train"] / bound, 3),
+            train_every=config.train_every)
+        del fused, agents
+        if num_seeds == 1:
+            host = loop_rates(dataclasses.replace(seeded, loop="host"), 0.0, seconds, chunk_steps)
+            add("train_host", 1, host["train"], fraction_of_bound=round(host["train"] / bound, 3),
+                train_every=config.train_every)
+            del host
+
+    out = args.out or str(Path(__file__).parent / "results" / f"fps_{game.lower()}_{jax.default_backend()}.json")
+    write_result(out, {
+        "benchmark": "fps", "game": game, "quick": args.quick, "replay_per_agent": replay,
+        "num_envs_per_agent": config.num_envs, "train_every": config.train_every,
+        "batch_size": config.batch_size, "frame_skip": frame_skip, "rows": rows,
+    })
+
+
+if __name__ == "__main__":
+    main()

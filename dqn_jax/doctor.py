@@ -1,0 +1,123 @@
+"""`python -m dqn_jax.doctor RUN_DIR`: is this run healthy? If not, why, and what to do.
+
+Reads the run directory (`config.toml`, `metrics.jsonl`), runs the rules of `diagnostics.py` for
+every seed, prints the verdict and writes `doctor.png` into the run directory: learning curve,
+loss, Q values, dead fraction per layer and gradient norm over env steps.
+Exit status: 0 when no finding is an error, 1 when one is, 2 when RUN_DIR is not a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dqn_jax.diagnostics import Finding, History, diagnose
+from dqn_jax.metrics import CONFIG_FILE, METRICS_FILE, read_metrics
+
+PLOT_FILE = "doctor.png"
+
+
+def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
+    """Returns the run's config values and its metrics rows.
+
+    Raises:
+      ValueError: RUN_DIR lacks `config.toml` or `metrics.jsonl`, or they cannot be read.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    for name in (CONFIG_FILE, METRICS_FILE):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir} has no {name}: not a run directory")
+    try:
+        config = tomllib.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{run_dir / CONFIG_FILE} is not valid TOML: {err}") from None
+    return config, read_metrics(run_dir)
+
+
+def examine(run_dir: Path) -> dict[int, list[Finding]]:
+    """Returns each seed's findings for a run directory."""
+    config, rows = load_run(run_dir)
+    seeds = sorted({row["seed"] for row in rows if "seed" in row}) or [config.get("seed", 0)]
+    return {seed: diagnose(History.from_rows(config, rows, seed)) for seed in seeds}
+
+
+def plot(run_dir: Path, rows: list[dict]) -> Path:
+    """Writes the five health plots (one PNG) and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({row.get("seed", 0) for row in rows})
+    fig, axes = plt.subplots(5, 1, figsize=(8, 14), sharex=True)
+
+    def series(kind: str, key: str, seed: int):
+        points = [(r["env_steps"], r[key]) for r in rows
+                  if r["kind"] == kind and r.get("seed", 0) == seed and r.get(key) is not None]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    for seed in seeds:
+        label = f"seed {seed}" if len(seeds) > 1 else None
+        axes[0].plot(*series("eval", "eval_return_mean", seed), marker="o", ms=3, label=label)
+        axes[1].plot(*series("train", "loss", seed), label=label)
+        for key, style in (("q_mean", "-"), ("q_max", ":"), ("q_min", ":")):
+            axes[2].plot(*series("health", key, seed), style, label=f"{key}" + (f" s{seed}" if label else ""))
+        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if k.startswith("dead_fraction/")})
+        for key in layers:
+            axes[3].plot(*series("health", key, seed), label=key.split("/", 1)[1] + (f" s{seed}" if label else ""))
+        axes[4].plot(*series("health", "grad_norm", seed), label=label)
+    titles = ("evaluation return", "loss", "Q values (mean, max, min)", "dead fraction per layer",
+              "gradient norm (global)")
+    for axis, title in zip(axes, titles, strict=True):
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    axes[1].set_yscale("log")
+    axes[4].set_yscale("log")
+    axes[-1].set_xlabel("env steps")
+    fig.tight_layout()
+    path = run_dir / PLOT_FILE
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def report(run_dir: Path, out=print) -> int:
+    """Prints the verdict for a run directory, writes its plots; returns the exit code."""
+    findings = examine(run_dir)
+    _, rows = load_run(run_dir)
+    path = plot(run_dir, rows)
+    all_findings = [(seed, f) for seed, found in findings.items() for f in found]
+    if not all_findings:
+        out(f"healthy: no finding in {run_dir} ({len(findings)} seed(s) examined)")
+    for seed, finding in all_findings:
+        out(("" if len(findings) == 1 else f"seed {seed}: ") + finding.render())
+    errors = sum(f.severity == "error" for _, f in all_findings)
+    warnings = sum(f.severity == "warning" for _, f in all_findings)
+    if all_findings:
+        out(f"verdict: {errors} error(s), {warnings} warning(s)")
+    out(f"plots: {path}")
+    return 1 if errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m dqn_jax.doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return report(args.run_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

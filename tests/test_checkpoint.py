@@ -1,0 +1,130 @@
+"""Checkpoints: exact restore, SIGTERM then --resume, and clear errors for broken checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from dqn_jax import checkpoint
+from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.metrics import read_metrics
+from dqn_jax.train import main, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_FLAGS = [
+    "--game=CartPole", "--num-envs=4", "--hidden-sizes", "16", "--chunk-steps=400", "--eval-every=2000",
+    "--eval-episodes=2", "--learning-starts=400", "--batch-size=32", "--replay-capacity=4000",
+    "--target-update-every=20", "--fingerprint-every=50", "--no-progress",
+]
+
+
+def _run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "dqn_jax.train", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path):
+    loop = build_loop(tiny_cartpole)
+    keys = agent_keys(tiny_cartpole)
+    state = loop.init(keys)
+    for _ in range(2):  # 800 env steps: learning has started, Adam's moments are non-zero
+        state, _ = loop.run_chunk(state, tiny_cartpole.chunk_steps // tiny_cartpole.num_envs)
+    saved = checkpoint.StateCheckpoints(tmp_path, keep=2)
+    saved.save(800, state.agents, {"iteration": 200})
+    saved.close()
+
+    update = jax.jit(jax.vmap(loop.learner.update))
+    uninterrupted = state.agents
+    restored, meta, step = checkpoint.restore_state(tmp_path, loop.abstract_agents(keys))
+    assert (step, meta["iteration"]) == (800, 200)
+    for _ in range(25):
+        uninterrupted, _ = update(uninterrupted)
+        restored, _ = update(restored)
+    assert int(restored.updates[0]) > 25
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sigterm_leaves_a_checkpoint_and_resume_continues_from_its_step(tmp_path):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dqn_jax.train", *TINY_FLAGS, "--total-steps=10000000", f"--run-dir={run_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists() and metrics.read_text().count('"train"') >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Resume with: python -m dqn_jax.train --resume=" in stdout + stderr
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped_at = summary["env_steps"]
+    assert summary["stop_signal"] == "SIGTERM" and summary["interrupted"]
+    assert checkpoint.latest_step(run_dir) == stopped_at > 0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # every line whole: nothing torn by the signal
+
+    resumed = _run_cli(f"--resume={run_dir}", f"--total-steps={stopped_at + 800}")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"] == stopped_at and summary["env_steps"] == stopped_at + 800
+    steps = [row["env_steps"] for row in read_metrics(run_dir, "train")]
+    assert steps == sorted(steps) and steps[-1] == stopped_at + 800
+    assert checkpoint.latest_step(run_dir) == stopped_at + 800
+
+
+@pytest.fixture
+def finished_run(tiny_cartpole, tmp_path):
+    run_dir = tmp_path / "run"
+    train(dataclasses.replace(tiny_cartpole, total_steps=800, eval_every=800), run_dir=run_dir)
+    return run_dir
+
+
+def test_a_truncated_checkpoint_is_one_clear_line_without_traceback(finished_run):
+    step_dir = checkpoint.state_dir(finished_run) / str(checkpoint.latest_step(finished_run))
+    largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+
+    result = _run_cli(f"--resume={finished_run}", "--total-steps=1600")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "corrupted" in error_lines[0] and str(step_dir) in error_lines[0]
+
+
+def test_missing_checkpoint_and_incompatible_config_are_reported(finished_run, capsys):
+    assert main([f"--resume={finished_run}", "--hidden-sizes", "32", "--total-steps=1600"]) == 1
+    assert "does not fit this config" in capsys.readouterr().err
+
+    for path in sorted(checkpoint.state_dir(finished_run).iterdir()):
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+    assert main([f"--resume={finished_run}", "--total-steps=1600"]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["--resume=/nonexistent/run"]) == 2
+    assert "no config.toml there" in capsys.readouterr().err
+
+
+def test_best_params_are_saved_with_their_score(finished_run):
+    params, meta = checkpoint.load_best_params(finished_run, seed=0)
+    best = max(row["eval_return_mean"] for row in read_metrics(finished_run, "eval"))
+    assert meta["eval_return_mean"] == best and meta["seed"] == 0
+    assert jax.tree.leaves(params)[0].ndim >= 1  # one agent's params: no seed axis

@@ -1,0 +1,129 @@
+"""Health checks: plant each failure for real and check that its rule, and only it, fires."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import optax
+import pytest
+
+from dqn_jax import config as config_lib
+from dqn_jax.doctor import examine
+from dqn_jax.doctor import main as doctor_main
+from dqn_jax.metrics import read_metrics
+from dqn_jax.networks import make_network
+from dqn_jax.train import train
+
+
+class ReluAfterHead(nn.Module):
+    """Test-only: the config's Q-network with the classic bug, a ReLU on its outputs."""
+
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, obs):
+        return nn.relu(self.inner(obs))
+
+
+class NaNNearTheEdge(nn.Module):
+    """Test-only: Q values become NaN for observations with the cart far from the centre."""
+
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, obs):
+        q = self.inner(obs)
+        return jnp.where(jnp.abs(obs[:, :1]) > 0.5, jnp.nan, q)
+
+
+def reinitialised_every_update(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Test-only: an optimizer whose state is thrown away and re-created at every update."""
+
+    def update(grads, state, params=None):
+        return inner.update(grads, inner.init(params), params)
+
+    return optax.GradientTransformation(inner.init, update)
+
+
+@pytest.fixture
+def health_cartpole(tiny_cartpole):
+    # The preset's target period (the tiny fixture's copies every 20 updates, and its Q values do diverge).
+    return dataclasses.replace(tiny_cartpole, total_steps=2_400, hidden_sizes=(32, 32), target_update_every=128)
+
+
+def findings_of(run_dir):
+    (findings,) = examine(run_dir).values()
+    return {f.rule: f for f in findings}
+
+
+@pytest.mark.parametrize("reward_scale", [1.0, -1.0])
+def test_healthy_tiny_cartpole_has_no_finding(health_cartpole, tmp_path, reward_scale):
+    train(dataclasses.replace(health_cartpole, reward_scale=reward_scale), run_dir=tmp_path)
+    assert findings_of(tmp_path) == {}
+    assert doctor_main([str(tmp_path)]) == 0
+    assert (tmp_path / "doctor.png").stat().st_size > 10_000
+    health = read_metrics(tmp_path, "health")
+    learned = [r for r in health if r.get("loss") is not None]
+    assert learned and {"dead_fraction/torso/dense_0", "grad_norm/q_head", "update_ratio", "optimizer_steps",
+                        "batch_reward_nonzero", "env_reward_nonzero", "q_zero_fraction"} <= learned[-1].keys()
+    assert learned[-1]["optimizer_steps"] == learned[-1]["updates"]
+
+
+def test_relu_after_the_q_head_is_a_dead_head(health_cartpole, tmp_path):
+    # Negative returns, as on most Atari games before the agent scores: the ReLU pins every Q at 0.
+    negative = dataclasses.replace(health_cartpole, reward_scale=-1.0)
+    network = ReluAfterHead(make_network(negative, 2))
+    summary = train(dataclasses.replace(negative, halt_on="error"), run_dir=tmp_path, network=network)
+    assert set(findings_of(tmp_path)) == {"dead_q_head"}
+    assert summary["halted"] == "dead_q_head" and summary["checkpoint"]  # --halt-on=error saved and stopped
+    assert summary["env_steps"] < health_cartpole.total_steps
+    assert len(read_metrics(tmp_path, "finding")) == 1  # printed and recorded once, not every chunk
+    assert doctor_main([str(tmp_path)]) == 1
+
+
+def test_a_reward_that_is_always_zero(health_cartpole, tmp_path):
+    train(dataclasses.replace(health_cartpole, reward_scale=0.0), run_dir=tmp_path)
+    found = findings_of(tmp_path)
+    assert set(found) == {"reward_signal_empty"} and found["reward_signal_empty"].severity == "error"
+
+
+def test_an_optimizer_reinitialised_every_update(health_cartpole, tmp_path):
+    optimizer = reinitialised_every_update(optax.adam(1e-3))
+    train(health_cartpole, run_dir=tmp_path, optimizer=optimizer)
+    assert set(findings_of(tmp_path)) == {"optimizer_reset"}
+
+
+def test_a_learning_rate_large_enough_to_diverge(health_cartpole, tmp_path):
+    diverging = dataclasses.replace(health_cartpole, learning_rate=0.05, learning_rate_end=0.05, loss="mse",
+                                    target_update_every=1)
+    train(diverging, run_dir=tmp_path)
+    assert set(findings_of(tmp_path)) == {"q_divergence"}
+
+
+def test_a_nan_in_the_batch_stops_the_run(health_cartpole, tmp_path):
+    network = NaNNearTheEdge(make_network(health_cartpole, 2))
+    summary = train(dataclasses.replace(health_cartpole, total_steps=20_000), run_dir=tmp_path, network=network)
+    assert set(findings_of(tmp_path)) == {"non_finite"}
+    assert summary["halted"] == "non_finite_loss" and summary["env_steps"] < 20_000
+
+
+def _acting_only(game: str, **changes) -> config_lib.Config:
+    base = config_lib.preset(game)
+    return config_lib.validate(dataclasses.replace(
+        base, total_steps=4_000, num_envs=8, replay_capacity=4_000, learning_starts=4_000, batch_size=32,
+        eval_every=4_000, eval_episodes=1, chunk_steps=800, progress=False, **changes))
+
+
+def test_an_episode_length_exploit(tmp_path):
+    # Time limit far below a Pong game's length: every episode ends at the cap, none really ends.
+    train(_acting_only("Pong", max_episode_steps=100), run_dir=tmp_path)
+    assert set(findings_of(tmp_path)) == {"episode_length_exploit"}
+
+
+@pytest.mark.parametrize("episodic_life", [False, True])
+def test_life_loss_not_terminal_on_breakout(tmp_path, episodic_life):
+    train(_acting_only("Breakout", episodic_life=episodic_life, max_episode_steps=400), run_dir=tmp_path)
+    found = set(findings_of(tmp_path))
+    assert found == (set() if episodic_life else {"life_loss_not_terminal"})

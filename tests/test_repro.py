@@ -1,0 +1,62 @@
+"""Fingerprints and the repro tool: identical runs agree to the bit, different seeds part at once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dqn_jax.fingerprint import as_hex, tree_hash
+from dqn_jax.metrics import read_metrics
+from dqn_jax.repro import compare_runs, main, repro_runs
+from dqn_jax.train import train
+
+
+def test_tree_hash_sees_every_bit_and_position():
+    tree = {"w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4), "b": jnp.ones(4, jnp.float32)}
+    base = int(tree_hash(tree))
+    assert int(jax.jit(tree_hash)(tree)) == base
+    flipped = np.asarray(tree["w"]).copy().view(np.uint32)
+    flipped[2, 3] ^= 1  # the lowest mantissa bit of one weight
+    assert int(tree_hash({**tree, "w": jnp.asarray(flipped.view(np.float32))})) != base
+    swapped = np.asarray(tree["w"]).copy()
+    swapped[0, [0, 1]] = swapped[0, [1, 0]]
+    assert int(tree_hash({**tree, "w": jnp.asarray(swapped)})) != base
+    assert as_hex(base) == f"{base:08x}" and len(as_hex(base)) == 8
+
+
+@pytest.fixture
+def fingerprinted(tiny_cartpole):
+    return dataclasses.replace(tiny_cartpole, fingerprint_every=20, eval_every=2_000)
+
+
+def test_repro_reports_identical_runs_and_where_other_seeds_part(fingerprinted):
+    lines: list[str] = []
+    assert repro_runs(fingerprinted, out=lines.append)
+    assert lines[-1].startswith("identical: 2,000 env steps") and "updates 20 to" in lines[-1]
+    lines.clear()
+    assert not repro_runs(fingerprinted, other_seed=1, out=lines.append)
+    parted = [line for line in lines if line.startswith("parted")]
+    assert parted[0].startswith("parted at update 20 ")  # the first fingerprint already differs
+    assert "max |Δparam| = " in parted[0] and "max |Δparam| = 0 " not in parted[0]
+    assert lines[-1].startswith("note: the params already differed at env step 400, the first chunk end")
+
+
+def test_compare_run_directories_tolerates_a_torn_last_line(fingerprinted, tmp_path):
+    train(fingerprinted, run_dir=tmp_path / "a")
+    train(fingerprinted, run_dir=tmp_path / "b")
+    train(dataclasses.replace(fingerprinted, seed=5), run_dir=tmp_path / "c")
+    rows = read_metrics(tmp_path / "a", "fingerprint")
+    assert [r["updates"] for r in rows] == list(range(20, 20 * (len(rows) + 1), 20)) and len(rows) >= 10
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "fingerprint", "env_steps": 99')  # killed mid-write
+    lines: list[str] = []
+    assert compare_runs(tmp_path / "a", tmp_path / "b", out=lines.append)
+    assert lines[0].startswith(f"identical: {len(rows)} fingerprints agree")
+    assert not compare_runs(tmp_path / "a", tmp_path / "c", out=lines.append)
+    assert lines[-1].startswith("parted at update 20 ")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
