@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
+from dqn_jax import checkpoint
 from dqn_jax import config as config_lib
 from dqn_jax.doctor import examine
 from dqn_jax.doctor import main as doctor_main
+from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
 from dqn_jax.networks import make_network
 from dqn_jax.train import train
@@ -104,9 +108,16 @@ def test_a_learning_rate_large_enough_to_diverge(health_cartpole, tmp_path):
 
 def test_a_nan_in_the_batch_stops_the_run(health_cartpole, tmp_path):
     network = NaNNearTheEdge(make_network(health_cartpole, 2))
-    summary = train(dataclasses.replace(health_cartpole, total_steps=20_000), run_dir=tmp_path, network=network)
+    config = dataclasses.replace(health_cartpole, total_steps=20_000, checkpoint_every=400)
+    summary = train(config, run_dir=tmp_path, network=network)
     assert set(findings_of(tmp_path)) == {"non_finite"}
     assert summary["halted"] == "non_finite_loss" and summary["env_steps"] < 20_000
+    # The last good checkpoint is kept, and it is good: finite params, saved before the NaN.
+    step = checkpoint.latest_step(tmp_path)
+    assert step is not None and step < summary["env_steps"]
+    loop = build_loop(config, network)
+    agents, _, _ = checkpoint.restore_state(tmp_path, loop.abstract_agents(agent_keys(config)))
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(agents.params))
 
 
 def _acting_only(game: str, **changes) -> config_lib.Config:
