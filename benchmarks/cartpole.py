@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,12 @@ def main() -> None:
             summary, wall = run_timed(run_dir, f"--seed={seed}")
             evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             curve = [[r["env_steps"], r["eval_return_mean"]] for r in evals if r["kind"] == "eval"]
+            doctor = subprocess.run([sys.executable, "-m", "dqn_jax.doctor", str(run_dir)], capture_output=True,
+                                    text=True)
+            if seed == args.seeds[0]:  # the doctor's plots of one real run, shown in the README
+                shutil.copy(run_dir / "doctor.png", Path(args.out).parent / "doctor_cartpole.png")
             rows.append({"seed": seed, "final_eval_return": summary["final_eval_return"],
+                         "doctor_exit_code": doctor.returncode, "doctor_report": doctor.stdout,
                          "best_eval_return": summary["best_eval_return"], "env_steps": summary["env_steps"],
                          "process_wall_seconds": round(wall, 1),
                          "train_wall_seconds": round(summary["wall_seconds"], 1),

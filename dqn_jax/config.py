@@ -144,6 +144,8 @@ class Config:
     also saved at the end and on SIGINT/SIGTERM (env steps; 0 = only those)."""
     keep_checkpoints: int = 2
     """How many of the newest state checkpoints to keep (count)."""
+    health_every: int = 10
+    """Measure the health statistics (dead units, gradient norms, ...) every this many updates (updates)."""
     fingerprint_every: int = 500
     """Write a hash of the online params and of the sampled batch every this many updates (updates)."""
     progress: bool = True
@@ -295,7 +297,7 @@ def validate(config: Config) -> Config:
     positive_ints = (
         "num_seeds total_steps num_envs batch_size train_every target_update_every "
         "replay_capacity eval_every eval_episodes eval_return_window chunk_steps keep_checkpoints "
-        "fingerprint_every"
+        "fingerprint_every health_every"
     ).split()
     for name in positive_ints:
         if getattr(c, name) < 1:

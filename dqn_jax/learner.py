@@ -133,12 +133,12 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         loss = jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
         return loss, (errors, q_tm1, activations.get("intermediates", {}))
 
-    def update(state: AgentState) -> tuple[AgentState, dict]:
+    def update(state: AgentState, with_health: bool = True) -> tuple[AgentState, dict]:
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
 
         Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
-        (uint32 [], the sampled indices' hash) and `health` (a dict of float32 [], see
-        `health.update_health`).
+        (uint32 [], the sampled indices' hash) and, when `with_health` (a static flag), `health`
+        (a dict of float32 [], see `health.update_health`).
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
         batch, index = replay.sample(state.replay, sample_key)
@@ -157,11 +157,12 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             "td_abs_mean": jnp.mean(jnp.abs(errors)),
             "learning_rate": schedule(state.updates),
             "batch_hash": tree_hash(index),
-            "health": update_health(
+        }
+        if with_health:
+            metrics["health"] = update_health(
                 q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
                 updates=updates, params=state.params, new_params=params, opt_state=opt_state,
-                intermediates=intermediates),
-        }
+                intermediates=intermediates)
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                                   rng_key=rng_key, updates=num_updates)
         return new_state, metrics

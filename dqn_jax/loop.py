@@ -13,6 +13,7 @@ The "learn now?" branch depends only on the shared iteration counter, so it stay
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, NamedTuple
 
@@ -25,7 +26,6 @@ from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import Config
 from dqn_jax.fingerprint import tree_hash, tree_norm
-from dqn_jax.health import aggregate
 from dqn_jax.learner import AgentState, Learner, make_learner
 from dqn_jax.networks import make_network
 from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
@@ -49,6 +49,7 @@ class StepRecord:
     """What one iteration reports; scan stacks these along a leading [K] axis."""
 
     learned: jax.Array  # [] bool, an update round ran after this step
+    health_measured: jax.Array  # [] bool, ... and its last update measured the health statistics
     loss: jax.Array  # [S] mean over the round (0 where none ran)
     q_mean: jax.Array  # [S]
     td_abs_mean: jax.Array  # [S]
@@ -93,6 +94,8 @@ class Loop:
         self.replay = replay
         self.pool = pool
         self.epsilon = epsilon_schedule(config)
+        # Rounds of updates between two health measurements (a round is `updates_per_vector_step` updates).
+        self.health_rounds = max(1, config.health_every // config.updates_per_vector_step)
         self.mode = config.loop
         self._xla = None
         if self.mode == "fused":
@@ -175,7 +178,12 @@ class Loop:
         due = (iteration % config.vector_steps_per_update == 0) & (
             iteration * config.num_envs >= config.learning_starts)
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
-        agents, learn_metrics = jax.lax.cond(due, self._learn, self._skip_learn, agents)
+        # Health statistics cost ~20% of a small MLP's update: measure them every `health_every` updates.
+        health_due = due & ((iteration // config.vector_steps_per_update) % self.health_rounds == 0)
+        agents, learn_metrics = jax.lax.cond(
+            due,
+            lambda a: jax.lax.cond(health_due, self._learn_with_health, self._learn_without_health, a),
+            self._skip_learn, agents)
         every = config.fingerprint_every
         fingerprint = due & (agents.updates[0] // every > updates_before // every)
         params_hash, params_norm = jax.lax.cond(
@@ -191,7 +199,7 @@ class Loop:
         life_lost = real_step & ~hard & (lives < carry.lives)
         count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
         record = StepRecord(
-            learned=due, epsilon=epsilon, episode_done=ended,
+            learned=due, health_measured=health_due, epsilon=epsilon, episode_done=ended,
             episode_return=episode_return, episode_length=episode_length, fingerprint=fingerprint,
             updates=agents.updates, params_hash=params_hash, params_norm=params_norm,
             episode_truncated=ended & truncated, real_steps=count(real_step),
@@ -209,11 +217,13 @@ class Loop:
         )
         return agents, new_carry, iteration, record
 
-    def _learn(self, agents: AgentState):
-        update = jax.vmap(self.learner.update)
+    def _learn(self, agents: AgentState, with_health: bool = True):
+        """One round of `updates_per_vector_step` updates; health statistics from the last one."""
         rounds = self.config.updates_per_vector_step
+        last_update = jax.vmap(functools.partial(self.learner.update, with_health=with_health))
         if rounds == 1:
-            return update(agents)
+            return last_update(agents)
+        update = jax.vmap(functools.partial(self.learner.update, with_health=False))
         # The replay is read-only here: keep it out of the scan carry, or XLA copies the whole
         # buffer at every round (measured 10x slower for a Nature CNN with a 20k replay).
         replay = agents.replay
@@ -222,14 +232,24 @@ class Loop:
             agents, metrics = update(learner_part.replace(replay=replay))
             return agents.replace(replay=None), metrics
 
-        learner_part, metrics = jax.lax.scan(one_round, agents.replace(replay=None), None, length=rounds)
-        health = {k: aggregate(k, m, axis=0) for k, m in metrics.pop("health").items()}
-        metrics = {k: m[-1] if k == "batch_hash" else m.mean(axis=0) for k, m in metrics.items()}
-        metrics["health"] = health
-        return learner_part.replace(replay=replay), metrics
+        learner_part, metrics = jax.lax.scan(one_round, agents.replace(replay=None), None, length=rounds - 1)
+        agents, last = last_update(learner_part.replace(replay=replay))
+        combined = {k: jnp.concatenate([m, last[k][None]]) for k, m in metrics.items()}
+        combined = {k: m[-1] if k == "batch_hash" else m.mean(axis=0) for k, m in combined.items()}
+        if with_health:
+            combined["health"] = last["health"]
+        return agents, combined
+
+    def _learn_with_health(self, agents: AgentState):
+        return self._learn(agents, with_health=True)
+
+    def _learn_without_health(self, agents: AgentState):
+        agents, metrics = self._learn(agents, with_health=False)
+        shapes = jax.eval_shape(self._learn_with_health, agents)[1]["health"]
+        return agents, {**metrics, "health": jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)}
 
     def _skip_learn(self, agents: AgentState):
-        shapes = jax.eval_shape(self._learn, agents)[1]
+        shapes = jax.eval_shape(self._learn_with_health, agents)[1]
         return agents, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     # --- fused: a whole chunk in one compiled call -------------------------------------------

@@ -138,8 +138,9 @@ def health_rows(config: Config, records: StepRecord, env_steps: int) -> list[dic
     for s in range(config.num_seeds):
         row = {"kind": "health", "env_steps": env_steps, "seed": envs.agent_seed(config, s),
                "updates": int(r.updates[-1, s])}
-        if learned.any():
-            row.update({name: float(aggregate(name, values[learned, s])) for name, values in r.health.items()})
+        measured = r.health_measured & learned
+        if measured.any():
+            row.update({name: float(aggregate(name, values[measured, s])) for name, values in r.health.items()})
         real_steps = int(r.real_steps[:, s].sum())
         row["env_reward_nonzero"] = float(r.reward_nonzero_steps[:, s].sum() / max(real_steps, 1))
         row["life_losses"] = int(r.life_losses[:, s].sum())

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dqn_jax.doctor import main as doctor_main
 from dqn_jax.fingerprint import as_hex, tree_hash
 from dqn_jax.metrics import read_metrics
 from dqn_jax.repro import compare_runs, main, repro_runs
@@ -59,4 +60,5 @@ def test_compare_run_directories_tolerates_a_torn_last_line(fingerprinted, tmp_p
     assert not compare_runs(tmp_path / "a", tmp_path / "c", out=lines.append)
     assert lines[-1].startswith("parted at update 20 ")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert doctor_main([str(tmp_path / "b")]) in (0, 1)  # the doctor reads the torn file too
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
