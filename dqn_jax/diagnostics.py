@@ -204,21 +204,28 @@ def vanishing_gradients(h: History) -> Finding | None:
 
 
 def episode_length_exploit(h: History) -> Finding | None:
-    """Episodes that end at the time limit without scoring more: stalling to exploit the cap."""
+    """Episodes that end at the time limit without scoring more: stalling to exploit the cap.
+
+    Reaching the cap is success when capped episodes score more than any episode that really
+    ended (CartPole at 500); it is a stall when they score no more, or when no episode ever ends.
+    """
     rows = [r for r in h.health if r.get("episodes", 0) and r.get("truncated_fraction") is not None][-5:]
     if len(rows) < 2:
         return None
     truncated = sum(r["truncated_fraction"] * r["episodes"] for r in rows) / sum(r["episodes"] for r in rows)
     capped = [r["truncated_return_mean"] for r in rows if r.get("truncated_return_mean") is not None]
-    others = [r["finished_return_mean"] for r in rows if r.get("finished_return_mean") is not None]
-    if truncated < 0.5 or not capped or (others and sum(capped) / len(capped) > sum(others) / len(others)):
+    finished = [r["finished_return_mean"] for r in h.health if r.get("finished_return_mean") is not None]
+    capped_mean = sum(capped) / len(capped) if capped else math.nan
+    if truncated < 0.5 or not capped or (finished and capped_mean > max(finished)):
         return None
     row = rows[0]
+    cap = max(int(r.get("episode_length_max") or 0) for r in rows)
     return Finding(
         "episode_length_exploit", "warning", row["env_steps"],
-        f"{truncated:.0%} of recent episodes end at the time limit ({h.config.get('max_episode_steps')} steps), "
-        f"scoring {sum(capped) / len(capped):.3g} on average" + (
-            f" vs {sum(others) / len(others):.3g} for episodes that really end" if others else ""),
+        f"{truncated:.0%} of recent episodes end at the time limit ({cap:,} env steps), scoring "
+        f"{capped_mean:.3g} on average" + (
+            f", no more than the best episode that really ended ({max(finished):.3g})" if finished
+            else "; no episode has ever ended otherwise"),
         "the agent drags episodes out to the time limit instead of scoring: stalling pays off under "
         "this reward and time limit, or the time limit is too short to finish a game",
         "check the time limit (--max-episode-steps; Atari's is 27,000) and that a truncation is not "

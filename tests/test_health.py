@@ -138,3 +138,19 @@ def test_life_loss_not_terminal_on_breakout(tmp_path, episodic_life):
     train(_acting_only("Breakout", episodic_life=episodic_life, max_episode_steps=400), run_dir=tmp_path)
     found = set(findings_of(tmp_path))
     assert found == (set() if episodic_life else {"life_loss_not_terminal"})
+
+
+def test_reaching_the_time_limit_by_playing_well_is_not_an_exploit():
+    from dqn_jax.diagnostics import History, episode_length_exploit
+
+    def rows(capped_return):
+        early = [{"kind": "health", "env_steps": 1000 * i, "episodes": 4, "truncated_fraction": 0.0,
+                  "finished_return_mean": 200.0, "truncated_return_mean": None} for i in range(1, 4)]
+        late = [{"kind": "health", "env_steps": 1000 * i, "episodes": 2, "truncated_fraction": 1.0,
+                 "finished_return_mean": None, "truncated_return_mean": capped_return,
+                 "episode_length_max": 500} for i in range(4, 8)]
+        return early + late
+
+    assert episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(500.0))) is None  # CartPole solved
+    stalled = episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(150.0)))
+    assert stalled is not None and "no more than the best episode that really ended (200)" in stalled.evidence
