@@ -299,9 +299,9 @@ EXPLAINS = {
 
 
 def diagnose(history: History) -> list[Finding]:
-    """Returns the findings for one agent, root causes only, most severe first."""
+    """Returns the findings for one agent, root causes only, most severe first, then earliest first."""
     findings = [f for f in (rule(history) for rule in RULES) if f is not None]
     names = {f.rule for f in findings}
     explained = set().union(*(EXPLAINS.get(name, set()) for name in names))
     kept = [f for f in findings if f.rule not in explained]
-    return sorted(kept, key=lambda f: -SEVERITIES.index(f.severity))
+    return sorted(kept, key=lambda f: (-SEVERITIES.index(f.severity), f.env_steps))

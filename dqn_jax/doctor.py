@@ -79,8 +79,12 @@ def plot(run_dir: Path, rows: list[dict]) -> Path:
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
-    axes[1].set_yscale("log")
-    axes[4].set_yscale("log")
+    for axis in (axes[1], axes[4]):  # log scale only where there is positive data to show
+        values = [y for line in axis.get_lines() for y in line.get_ydata() if y > 0]
+        if values:
+            axis.set_yscale("log")
+        else:
+            axis.text(0.5, 0.5, "no data in this run", ha="center", va="center", transform=axis.transAxes)
     axes[-1].set_xlabel("env steps")
     fig.tight_layout()
     path = run_dir / PLOT_FILE

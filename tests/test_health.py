@@ -154,3 +154,16 @@ def test_reaching_the_time_limit_by_playing_well_is_not_an_exploit():
     assert episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(500.0))) is None  # CartPole solved
     stalled = episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(150.0)))
     assert stalled is not None and "no more than the best episode that really ended (200)" in stalled.evidence
+
+
+def test_doctor_reads_a_run_without_health_rows(tmp_path):
+    import json
+
+    (tmp_path / "config.toml").write_text(config_lib.to_toml(config_lib.preset("Breakout")))
+    rows = [{"kind": "train", "env_steps": 1000, "seed": 0, "epsilon": 1.0, "loss": None, "learning_rate": None},
+            {"kind": "eval", "env_steps": 1000, "seed": 0, "eval_return_mean": 1.5, "eval_return_std": 0.5,
+             "eval_episodes": 2}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert doctor_main([str(tmp_path)]) == 0
+    assert (tmp_path / "doctor.png").exists()
+    assert doctor_main([str(tmp_path / "missing")]) == 2
