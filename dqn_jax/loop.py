@@ -178,7 +178,7 @@ class Loop:
         due = (iteration % config.vector_steps_per_update == 0) & (
             iteration * config.num_envs >= config.learning_starts)
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
-        # Health statistics cost ~20% of a small MLP's update: measure them every `health_every` updates.
+        # Health statistics add reductions to every update they run in: measure them every `health_every`.
         health_due = due & ((iteration // config.vector_steps_per_update) % self.health_rounds == 0)
         agents, learn_metrics = jax.lax.cond(
             due,
