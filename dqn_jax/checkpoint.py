@@ -108,8 +108,7 @@ def verify_manifest(step_dir: Path) -> None:
         if problem:
             break
     if problem:
-        raise CheckpointError(f"checkpoint {step_dir} is incomplete or corrupted ({problem}); "
-                              "delete that directory to resume from the one before it")
+        raise _corrupted(step_dir, problem)
 
 
 def latest_step(run_dir: Path | str) -> int | None:
@@ -124,6 +123,18 @@ def latest_step(run_dir: Path | str) -> int | None:
         manager.close()
 
 
+def require_latest_step(run_dir: Path | str) -> int:
+    """Returns the env step of the newest complete state checkpoint.
+
+    Raises:
+      CheckpointError: the run has none.
+    """
+    step = latest_step(run_dir)
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {state_dir(run_dir)}: nothing to resume (start a new run instead)")
+    return step
+
+
 def restore_state(run_dir: Path | str, abstract_agents, step: int | None = None):
     """Returns `(agents, meta, step)` from a run's state checkpoint (the newest unless `step`).
 
@@ -134,9 +145,7 @@ def restore_state(run_dir: Path | str, abstract_agents, step: int | None = None)
       CheckpointError: no checkpoint, an incomplete or corrupted one, or one from another config.
     """
     directory = state_dir(run_dir)
-    step = latest_step(run_dir) if step is None else step
-    if step is None:
-        raise CheckpointError(f"no checkpoint in {directory}: nothing to resume (start a new run instead)")
+    step = require_latest_step(run_dir) if step is None else step
     verify_manifest(directory / str(step))
     _check_stored_shapes(directory / str(step), abstract_agents)
     manager = _manager(directory, keep=1, read_only=True)
@@ -146,13 +155,16 @@ def restore_state(run_dir: Path | str, abstract_agents, step: int | None = None)
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(_mismatch_message(directory / str(step), err)) from None
     except Exception as err:  # orbax/tensorstore raise many kinds for unreadable files
-        raise CheckpointError(
-            f"checkpoint {directory / str(step)} is incomplete or corrupted ({type(err).__name__}: "
-            f"{_first_line(err)}); delete that directory to resume from the one before it") from None
+        raise _corrupted(directory / str(step), f"{type(err).__name__}: {_first_line(err)}") from None
     finally:
         manager.close()
     _check_shapes(restored.state, abstract_agents, directory / str(step))
     return restored.state, dict(restored.meta), step
+
+
+def _corrupted(step_dir: Path, detail: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {step_dir} is incomplete or corrupted ({detail}); "
+                           "delete that directory to resume from the one before it")
 
 
 def _first_line(err: Exception) -> str:
@@ -170,9 +182,7 @@ def _check_stored_shapes(step_dir: Path, abstract) -> None:
     try:
         stored = ocp.StandardCheckpointer().metadata(step_dir / "state")
     except Exception as err:
-        raise CheckpointError(
-            f"checkpoint {step_dir} is incomplete or corrupted (its metadata cannot be read: "
-            f"{_first_line(err)}); delete that directory to resume from the one before it") from None
+        raise _corrupted(step_dir, f"its metadata cannot be read: {_first_line(err)}") from None
     tree = getattr(stored, "item_metadata", stored)
     have = sorted((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape")))
     want = sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(abstract))

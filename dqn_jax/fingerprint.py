@@ -41,11 +41,6 @@ def tree_hash(tree) -> jax.Array:
     return digest
 
 
-def tree_norm(tree) -> jax.Array:
-    """Returns the global L2 norm [] float32 of a tree of float arrays."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)))
-
-
 def as_hex(value) -> str:
     """Returns a uint32 hash as 8 hex digits (the form written to `metrics.jsonl`)."""
     return f"{int(value) & 0xFFFFFFFF:08x}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 
 def _flat_names(tree, prefix: str = "") -> dict[str, jax.Array]:
@@ -47,11 +49,6 @@ def layer_norms(tree, prefix: str) -> dict[str, jax.Array]:
     return {f"{prefix}/{layer}": jnp.sqrt(total) for layer, total in norms.items()}
 
 
-def global_norm(tree) -> jax.Array:
-    """Returns the L2 norm [] of every array in `tree` together."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
-
-
 def optimizer_step_count(opt_state) -> jax.Array:
     """Returns the largest `count` in an optax state (Adam's step count), or -1 if it has none."""
     counts = []
@@ -81,16 +78,16 @@ def update_health(*, q_values, td_errors, loss, rewards, grads, updates, params,
       opt_state: the optimizer state after the update.
       intermediates: the `intermediates` collection of the forward pass on the batch.
     """
-    param_norm = global_norm(new_params)
+    param_norm = optax.global_norm(new_params)
     finite = [jnp.all(jnp.isfinite(x)) for x in (loss, q_values, *jax.tree.leaves(grads), *jax.tree.leaves(new_params))]
     stats = {
         "q_mean": jnp.mean(q_values), "q_min": jnp.min(q_values), "q_max": jnp.max(q_values),
         "q_zero_fraction": jnp.mean(q_values == 0),
         "td_abs_mean": jnp.mean(jnp.abs(td_errors)), "td_abs_max": jnp.max(jnp.abs(td_errors)),
         "loss": loss,
-        "grad_norm": global_norm(grads),
+        "grad_norm": optax.global_norm(grads),
         "param_norm": param_norm,
-        "update_ratio": global_norm(updates) / (param_norm + 1e-12),
+        "update_ratio": optax.global_norm(updates) / (param_norm + 1e-12),
         "optimizer_steps": optimizer_step_count(opt_state),
         "batch_reward_nonzero": jnp.mean(rewards != 0),
         "nonfinite": 1.0 - jnp.all(jnp.stack(finite)).astype(jnp.float32),
@@ -100,11 +97,11 @@ def update_health(*, q_values, td_errors, loss, rewards, grads, updates, params,
     return {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
 
 
-def aggregate(name: str, values, axis=None):
-    """Summarises one statistic over updates (NumPy or JAX array): max for maxima and flags, min
-    for minima, mean otherwise; over `axis` (default: all)."""
+def aggregate(name: str, values: np.ndarray) -> float:
+    """Summarises one statistic over a chunk's measurements: max for maxima and flags, min for
+    minima, mean otherwise."""
     if name.endswith("_max") or name in ("nonfinite", "optimizer_steps"):
-        return values.max(axis=axis)
+        return float(np.max(values))
     if name.endswith("_min"):
-        return values.min(axis=axis)
-    return values.mean(axis=axis)
+        return float(np.min(values))
+    return float(np.mean(values))

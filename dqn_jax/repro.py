@@ -96,11 +96,15 @@ def repro_runs(config, other_seed: int | None = None, out=print) -> bool:
     return True
 
 
+def _changed(a: dict, b: dict) -> str:
+    """Returns which hashes of two fingerprint rows differ, with both values."""
+    return ", ".join(f"{k} {a[k]} vs {b[k]}" for k in KEY_FIELDS if a[k] != b[k])
+
+
 def _report_parting(parted: tuple[dict, dict], delta: float, env_steps: int,
                     params_first_differ: tuple[int, float] | None, out) -> None:
     a, b = parted
-    changed = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in KEY_FIELDS if a[k] != b[k])
-    out(f"parted at update {a['updates']:,} (env step {a['env_steps']:,}): {changed}; "
+    out(f"parted at update {a['updates']:,} (env step {a['env_steps']:,}): {_changed(a, b)}; "
         f"max |Δparam| = {delta:.6g} at env step {env_steps:,}")
     if params_first_differ is not None and params_first_differ[0] < a["env_steps"]:
         out(f"note: the params already differed at env step {params_first_differ[0]:,}, the first chunk end "
@@ -130,9 +134,8 @@ def compare_runs(run_a: Path, run_b: Path, out=print) -> bool:
             out(f"note: one run is longer ({len(rows[0])} vs {len(rows[1])} fingerprints); compared the common part")
         return True
     a, b = parted
-    changed = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in KEY_FIELDS if a[k] != b[k])
     norm_gap = abs(a["params_norm"] - b["params_norm"])
-    out(f"parted at update {a['updates']:,} (env step {a['env_steps']:,}): {changed}; "
+    out(f"parted at update {a['updates']:,} (env step {a['env_steps']:,}): {_changed(a, b)}; "
         f"|Δ‖params‖| = {norm_gap:.6g} (max |Δparam| needs both runs in one process: use `repro` without `compare`)")
     return False
 

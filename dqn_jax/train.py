@@ -140,7 +140,7 @@ def health_rows(config: Config, records: StepRecord, env_steps: int) -> list[dic
                "updates": int(r.updates[-1, s])}
         measured = r.health_measured & learned
         if measured.any():
-            row.update({name: float(aggregate(name, values[measured, s])) for name, values in r.health.items()})
+            row.update({name: aggregate(name, values[measured, s]) for name, values in r.health.items()})
         real_steps = int(r.real_steps[:, s].sum())
         row["env_reward_nonzero"] = float(r.reward_nonzero_steps[:, s].sum() / max(real_steps, 1))
         row["life_losses"] = int(r.life_losses[:, s].sum())
@@ -243,11 +243,9 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     keys = agent_keys(config)
 
     if resume:
-        resumed_at = checkpoint.latest_step(run_dir)
-        if resumed_at is None:
-            raise CheckpointError(f"no checkpoint in {checkpoint.state_dir(run_dir)}: nothing to resume")
+        resumed_at = checkpoint.require_latest_step(run_dir)
         loop = build_loop(config, network, optimizer, resumed_at=resumed_at)
-        agents, meta, resumed_at = checkpoint.restore_state(run_dir, loop.abstract_agents(keys))
+        agents, meta, _ = checkpoint.restore_state(run_dir, loop.abstract_agents(keys), step=resumed_at)
         state = loop.resume(agents, meta["iteration"])
         del agents
     else:
@@ -334,6 +332,10 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     def next_boundary(every: int, done_at: int) -> int:
         return math.ceil((done_at // every + 1) * every / E) if every else total_iterations
 
+    def crossed(every: int, done_at: int) -> bool:
+        """True when `env_steps` has passed a multiple of `every` that `done_at` had not."""
+        return bool(every) and env_steps // every > done_at // every
+
     try:
         with StopRequests() as stop:
             while iterations < total_iterations:
@@ -344,7 +346,7 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
                 count = max(count, 1)
                 chunk_start = time.perf_counter()
                 state, records = loop.run_chunk(state, count)
-                jax.block_until_ready(records)
+                records = jax.device_get(records)  # once: three kinds of rows read it on the host
                 chunk_start_steps = env_steps
                 iterations += count
                 env_steps = iterations * E
@@ -370,11 +372,10 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
                     break
                 progress.update(env_steps, rate=f"{rate:,.0f}", eps=f"{rows[0]['epsilon']:.3f}",
                                 eval=f"{np.mean(last_eval):.1f}")
-                if env_steps // config.eval_every > evaluated_at // config.eval_every:
+                if crossed(config.eval_every, evaluated_at):
                     evaluate(env_steps)
                     progress.update(env_steps, eval=f"{np.mean(last_eval):.1f}")
-                if config.checkpoint_every and (
-                        env_steps // config.checkpoint_every > max(checkpointed_at, 0) // config.checkpoint_every):
+                if crossed(config.checkpoint_every, max(checkpointed_at, 0)):
                     save_checkpoint()
                 if stop.signal_name:
                     stop_signal = stop.signal_name
