@@ -146,10 +146,10 @@ def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: in
         act_time += time.perf_counter() - start
         act_steps += iterations * E * config.num_seeds
         done += iterations
-    if done < learn_at:  # jump to the start of learning
-        state, records = loop.run_chunk(state, learn_at - done)
+    while done < learn_at:  # on to the start of learning, in calls of the compiled length
+        state, records = loop.run_chunk(state, iterations)
         jax.block_until_ready(records)
-        done = learn_at
+        done += iterations
     state, records = loop.run_chunk(state, iterations)  # first learning chunk (host mode compiles here)
     jax.block_until_ready(records)
     assert bool(np.asarray(records.learned).any()), "training was never reached"
@@ -198,12 +198,18 @@ def main() -> None:
               f"{steps_per_sec * frame_skip:>10,.0f} frames/s  {shown}", flush=True)
 
     for num_seeds in args.seeds:
+        # --quick keeps the work per compiled call constant as S grows (S agents do S times the
+        # updates per call), so the minimum of two timed calls does not grow with S.
+        seed_chunk = max(config.num_envs, chunk_steps // num_seeds) if args.quick else chunk_steps
+        seed_updates = max(1, updates_per_call // num_seeds) if args.quick else updates_per_call
         seeded = dataclasses.replace(config, num_seeds=num_seeds)
+        if args.quick:
+            seeded = dataclasses.replace(seeded, learning_starts=max(4 * seed_chunk, config.batch_size * 4))
         env_rate = env_only(seeded, seconds)
         add("env_only", num_seeds, env_rate)
-        fused = loop_rates(seeded, seconds, seconds, chunk_steps)
+        fused = loop_rates(seeded, seconds, seconds, seed_chunk)
         agents = fill_replay(fused["loop"], fused["agents"], 2 * config.frame_stack + config.batch_size)
-        updates = learner_only(fused["loop"], agents, seconds, updates_per_call)
+        updates = learner_only(fused["loop"], agents, seconds, seed_updates)
         learner_rate = updates * num_seeds * config.train_every
         add("learner_only", num_seeds, learner_rate, updates_per_sec=round(updates, 1),
             batch_size=config.batch_size)
@@ -216,7 +222,7 @@ def main() -> None:
             train_every=config.train_every)
         del fused, agents
         if num_seeds == 1:
-            host = loop_rates(dataclasses.replace(seeded, loop="host"), 0.0, seconds, chunk_steps)
+            host = loop_rates(dataclasses.replace(seeded, loop="host"), 0.0, seconds, seed_chunk)
             add("train_host", 1, host["train"], fraction_of_bound=round(host["train"] / bound, 3),
                 train_every=config.train_every)
             del host

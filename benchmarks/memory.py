@@ -35,7 +35,7 @@ def replay_bytes_per_transition() -> tuple[float, int]:
     pool = envs.make_train_pool(config)
     facts = envs.facts(pool)
     replay = make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
-                         config.frame_stack, config.batch_size)
+                         config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
     shapes = jax.eval_shape(replay.init)
     return bytes_per_transition(shapes), config.replay_capacity
 

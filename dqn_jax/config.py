@@ -82,6 +82,8 @@ class Config:
     # --- learning --------------------------------------------------------------------------
     gamma: float = 0.99
     """Discount per env step."""
+    n_step: int = 1
+    """Rewards summed (discounted) before bootstrapping, fewer at an episode's end (env steps; 1 = one-step DQN)."""
     loss: Literal["huber", "mse"] = "huber"
     """TD loss: Huber (Nature's error clipping, delta 1) or mean squared error."""
     double_dqn: bool = False
@@ -297,7 +299,7 @@ def validate(config: Config) -> Config:
     positive_ints = (
         "num_seeds total_steps num_envs batch_size train_every target_update_every "
         "replay_capacity eval_every eval_episodes eval_return_window chunk_steps keep_checkpoints "
-        "fingerprint_every health_every"
+        "fingerprint_every health_every n_step"
     ).split()
     for name in positive_ints:
         if getattr(c, name) < 1:
@@ -334,8 +336,9 @@ def validate(config: Config) -> Config:
         fail("train_every", f"must divide num_envs ({c.num_envs}) or be a multiple of it")
     if c.chunk_steps % c.num_envs:
         fail("chunk_steps", f"must be a multiple of num_envs ({c.num_envs})")
-    if c.replay_steps < c.frame_stack + 2:
-        fail("replay_capacity", f"must hold at least {c.frame_stack + 2} steps of each of the {c.num_envs} envs")
+    if c.replay_steps < c.frame_stack + c.n_step + 1:
+        fail("replay_capacity",
+             f"must hold at least {c.frame_stack + c.n_step + 1} steps of each of the {c.num_envs} envs")
     if c.batch_size > c.replay_capacity:
         fail("batch_size", f"must not exceed replay_capacity ({c.replay_capacity})")
     if c.learning_starts < c.batch_size:

@@ -78,16 +78,16 @@ def update_health(*, q_values, td_errors, loss, rewards, grads, updates, params,
       opt_state: the optimizer state after the update.
       intermediates: the `intermediates` collection of the forward pass on the batch.
     """
-    param_norm = optax.global_norm(new_params)
+    param_norm = optax.tree.norm(new_params)
     finite = [jnp.all(jnp.isfinite(x)) for x in (loss, q_values, *jax.tree.leaves(grads), *jax.tree.leaves(new_params))]
     stats = {
         "q_mean": jnp.mean(q_values), "q_min": jnp.min(q_values), "q_max": jnp.max(q_values),
         "q_zero_fraction": jnp.mean(q_values == 0),
         "td_abs_mean": jnp.mean(jnp.abs(td_errors)), "td_abs_max": jnp.max(jnp.abs(td_errors)),
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "param_norm": param_norm,
-        "update_ratio": optax.global_norm(updates) / (param_norm + 1e-12),
+        "update_ratio": optax.tree.norm(updates) / (param_norm + 1e-12),
         "optimizer_steps": optimizer_step_count(opt_state),
         "batch_reward_nonzero": jnp.mean(rewards != 0),
         "nonfinite": 1.0 - jnp.all(jnp.stack(finite)).astype(jnp.float32),

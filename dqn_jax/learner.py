@@ -52,7 +52,7 @@ def td_error(
       q_tm1: Q values at the earlier observation [A].
       a_tm1: the action taken [] (int).
       r_t: the reward that followed [].
-      discount_t: gamma, or 0 when the transition is terminal [].
+      discount_t: the bootstrap's discount (gamma ** steps), or 0 when the return ended at a terminal [].
       q_t_target: the target network's Q values at the next observation [A].
       q_t_selector: the Q values whose argmax picks the bootstrap action [A].
     """
@@ -107,7 +107,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     """Returns the learner for one agent; pass `optimizer` to replace the config's Adam."""
     default_optimizer, schedule = make_optimizer(config)
     optimizer = optimizer or default_optimizer
-    gamma, double, loss_kind = config.gamma, config.double_dqn, config.loss
+    double, loss_kind = config.double_dqn, config.loss
     target_every, tau = config.target_update_every, config.target_update_tau
 
     def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
@@ -129,7 +129,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         q_t_target = network.apply(target_params, batch.obs_t)
         q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
         errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
-                                    gamma * batch.discount_t, q_t_target, q_t_selector)
+                                    batch.discount_t, q_t_target, q_t_selector)
         loss = jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
         return loss, (errors, q_tm1, activations.get("intermediates", {}))
 

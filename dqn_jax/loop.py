@@ -194,7 +194,7 @@ class Loop:
         fingerprint = due & (agents.updates[0] // every > updates_before // every)
         params_hash, params_norm = jax.lax.cond(
             fingerprint,
-            lambda params: (jax.vmap(tree_hash)(params), jax.vmap(optax.global_norm)(params)),
+            lambda params: (jax.vmap(tree_hash)(params), jax.vmap(optax.tree.norm)(params)),
             lambda params: (jnp.zeros((S,), jnp.uint32), jnp.zeros((S,), jnp.float32)),
             agents.params)
 
@@ -305,7 +305,7 @@ def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0
     facts = envs.facts(pool)
     network = network or make_network(config, facts.num_actions)
     replay = make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
-                         config.frame_stack, config.batch_size)
+                         config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
     return Loop(config, pool, make_learner(config, network, replay, optimizer), replay)
 
 

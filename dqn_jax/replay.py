@@ -14,8 +14,12 @@ EnvPool facts this layout follows (see DESIGN.md):
   frame: that slot is marked `first`, and stacks never reach past it;
 - after a lost life (`episodic_life`) the transition is terminal but the stack continues.
 
-A slot `g` (global time index) can be sampled when slot `g + 1` is written (it holds the next
-frame) and slots `g - stack + 1 .. g` are still in the ring.
+A slot `g` (global time index) can be sampled when slots `g + 1 .. g + n_step` are written (the
+next frames) and slots `g - stack + 1 .. g` are still in the ring.
+
+n-step returns walk forward from `g`, summing discounted rewards, and stop at a terminal step
+(no bootstrap), at the step before a reset step (the episode ended: bootstrap from its final
+observation) or after `n_step` steps.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ class Transition:
     obs_tm1: jax.Array  # [B, *obs_shape]
     action_tm1: jax.Array  # [B] int32
     reward_t: jax.Array  # [B] float32
-    discount_t: jax.Array  # [B] float32, 0 at terminal transitions else 1 (gamma applied later)
-    obs_t: jax.Array  # [B, *obs_shape]
+    discount_t: jax.Array  # [B] float32, gamma ** (steps summed), or 0 when the return ended at a terminal
+    obs_t: jax.Array  # [B, *obs_shape], the observation bootstrapped from
 
 
 @struct.dataclass
@@ -81,6 +85,9 @@ def make_replay(
     frame_dtype,
     stack: int,
     batch_size: int,
+    *,
+    gamma: float,
+    n_step: int = 1,
 ) -> Replay:
     """Returns the replay functions for a ring of `ring_steps` slots of `num_envs` envs each.
 
@@ -91,6 +98,8 @@ def make_replay(
       frame_dtype: dtype of the frames (uint8 for Atari).
       stack: frames per observation; 1 means the observation is the frame itself.
       batch_size: transitions per `sample` call.
+      gamma: discount per env step, folded into each sampled transition's `discount_t`.
+      n_step: rewards summed per transition before bootstrapping (env steps; 1 = one-step returns).
 
     Raises:
       ValueError: a setting is impossible.
@@ -99,8 +108,10 @@ def make_replay(
         raise ValueError(f"stack = {stack}: must be >= 1")
     if num_envs < 1 or batch_size < 1:
         raise ValueError(f"num_envs = {num_envs}, batch_size = {batch_size}: both must be >= 1")
-    if ring_steps < stack + 1:
-        raise ValueError(f"ring_steps = {ring_steps}: must be >= stack + 1 = {stack + 1}")
+    if n_step < 1:
+        raise ValueError(f"n_step = {n_step}: must be >= 1")
+    if ring_steps < stack + n_step:
+        raise ValueError(f"ring_steps = {ring_steps}: must be >= stack + n_step = {stack + n_step}")
     frame_shape = tuple(frame_shape)
     T, E = ring_steps, num_envs
 
@@ -152,14 +163,14 @@ def make_replay(
         return jnp.minimum(state.total_steps, T)
 
     def can_sample(state: ReplayState) -> jax.Array:
-        """Returns True when at least one slot has its whole stack and its next frame."""
-        return written(state) - stack >= 1
+        """Returns True when at least one slot has its whole stack and its next `n_step` frames."""
+        return written(state) - stack - n_step + 1 >= 1
 
     def sample(state: ReplayState, key: jax.Array) -> tuple[Transition, SampleIndex]:
         """Returns `batch_size` transitions drawn uniformly from the sampleable ones."""
         count = written(state)
         oldest = state.total_steps - count
-        candidates = count - stack  # positions oldest + stack - 1 ... total_steps - 2
+        candidates = count - stack - n_step + 1  # positions oldest + stack - 1 ... total_steps - 1 - n_step
 
         def draw(key):
             step_key, env_key = jax.random.split(key)
@@ -185,15 +196,32 @@ def make_replay(
         step, env = draw(first_key)
         _, step, env, _ = jax.lax.while_loop(keep_going, redraw, (key, step, env, 0))
 
-        slot = step % T
+        reward, discount, steps_summed = n_step_return(state, step, env)
         transition = Transition(
             obs_tm1=stack_at(state, step, env),
-            action_tm1=state.actions[slot, env],
-            reward_t=state.rewards[slot, env],
-            discount_t=1.0 - state.terminals[slot, env].astype(jnp.float32),
-            obs_t=stack_at(state, step + 1, env),
+            action_tm1=state.actions[step % T, env],
+            reward_t=reward,
+            discount_t=discount,
+            obs_t=stack_at(state, step + steps_summed, env),
         )
         return transition, SampleIndex(step=step, env=env)
+
+    def n_step_return(state: ReplayState, step: jax.Array, env: jax.Array):
+        """Returns (discounted reward sum [B], bootstrap discount [B], steps summed [B] int32)."""
+        reward = jnp.zeros(step.shape, jnp.float32)
+        discount = jnp.ones(step.shape, jnp.float32)
+        summing = jnp.ones(step.shape, bool)
+        steps_summed = jnp.zeros(step.shape, jnp.int32)
+        for k in range(n_step):
+            slot = (step + k) % T
+            reward = reward + jnp.where(summing, discount * state.rewards[slot, env], 0.0)
+            terminal = state.terminals[slot, env]
+            discount = jnp.where(summing, jnp.where(terminal, 0.0, discount * gamma), discount)
+            steps_summed = steps_summed + summing
+            # Go on only through a real transition of the same episode.
+            if k + 1 < n_step:
+                summing = summing & ~terminal & state.is_transition[(slot + 1) % T, env]
+        return reward, discount, steps_summed
 
     return Replay(init, add, sample, can_sample, stack_at, T, E)
 

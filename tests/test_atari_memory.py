@@ -10,7 +10,7 @@ from dqn_jax.replay import bytes_per_transition, make_replay
 
 def test_atari_replay_costs_about_7kb_per_transition():
     replay = make_replay(ring_steps=1_000, num_envs=8, frame_shape=(84, 84), frame_dtype=jnp.uint8,
-                         stack=4, batch_size=32)
+                         stack=4, batch_size=32, gamma=0.99)
     shapes = jax.eval_shape(replay.init)  # no allocation: the 1M replay has the same layout
     per_transition = bytes_per_transition(shapes)
     # frame + int32 action + float32 reward + 3 bool flags; the 4-byte step counter is shared.

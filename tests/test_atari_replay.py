@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from dqn_jax import config as config_lib
 from dqn_jax.loop import agent_keys, build_loop
@@ -89,7 +90,7 @@ def test_rebuilt_stacks_equal_envpool_observations_on_breakout():
             np.testing.assert_array_equal(batch.obs_t[i], recorder.obs[g + 1 - recorder.start][e])
             assert batch.action_tm1[i] == action[e]
             assert batch.reward_t[i] == reward[e]
-            assert batch.discount_t[i] == (0.0 if terminated[e] else 1.0)
+            assert batch.discount_t[i] == pytest.approx(0.0 if terminated[e] else loop.config.gamma)
             checked_samples += 1
 
     # The run must have crossed every kind of boundary, or the test proved little.

@@ -100,8 +100,10 @@ def test_an_optimizer_reinitialised_every_update(health_cartpole, tmp_path):
 
 
 def test_a_learning_rate_large_enough_to_diverge(health_cartpole, tmp_path):
+    # One-step targets without LayerNorm: the preset's 5-step returns (which bootstrap from only
+    # gamma**5 of the target) and bounded features both damp the feedback loop being planted.
     diverging = dataclasses.replace(health_cartpole, learning_rate=0.05, learning_rate_end=0.05, loss="mse",
-                                    target_update_every=1)
+                                    target_update_every=1, normalization="none", n_step=1)
     train(diverging, run_dir=tmp_path)
     assert set(findings_of(tmp_path)) == {"q_divergence"}
 

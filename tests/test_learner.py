@@ -116,7 +116,7 @@ def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
     expected = []
     for i in range(config.batch_size):
         choose = q_online[i] if double else q_target[i]
-        target = batch.reward_t[i] + config.gamma * batch.discount_t[i] * q_target[i][np.argmax(choose)]
+        target = batch.reward_t[i] + batch.discount_t[i] * q_target[i][np.argmax(choose)]
         e = target - q_tm1[i][batch.action_tm1[i]]
         expected.append(0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5)
     _, metrics = loop.learner.update(agent)

@@ -61,13 +61,17 @@ def test_host_loop_matches_fused_loop(tiny_cartpole):
         np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
 
 
-def test_multi_seed_agents_are_independent_and_equal_their_single_seed_runs(tiny_cartpole):
-    both = _params_after(dataclasses.replace(tiny_cartpole, num_seeds=2))
+def test_multi_seed_agents_are_independent_repeatable_and_match_single_seed_runs(tiny_cartpole):
+    two_seeds = dataclasses.replace(tiny_cartpole, num_seeds=2)
+    both, again = _params_after(two_seeds), _params_after(two_seeds)
+    assert jax.tree.all(jax.tree.map(np.array_equal, both, again))
+    assert not any(np.array_equal(x[0], x[1]) for x in jax.tree.leaves(both))
+    # Agent s computes what a one-seed run with seed + s computes; XLA's CPU kernels for batched
+    # matmuls and reductions may sum in another order, so equal up to float rounding, not bit for bit.
     for s in range(2):
         alone = _params_after(dataclasses.replace(tiny_cartpole, seed=tiny_cartpole.seed + s))
         for together, single in zip(jax.tree.leaves(both), jax.tree.leaves(alone), strict=True):
-            np.testing.assert_array_equal(together[s], single[0])
-    assert not any(np.array_equal(x[0], x[1]) for x in jax.tree.leaves(both))
+            np.testing.assert_allclose(together[s], single[0], rtol=1e-4, atol=1e-5)
 
 
 def test_multi_seed_run_directory(tiny_cartpole, tmp_path):
