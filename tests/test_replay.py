@@ -106,7 +106,7 @@ def naive_n_step(naive, g, e, n_step, gamma):
     return obs, action, total, next_obs, discount
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     num_envs=st.integers(1, 3),
     stack=st.sampled_from([1, 4]),
