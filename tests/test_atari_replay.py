@@ -14,8 +14,8 @@ from dqn_jax import config as config_lib
 from dqn_jax.loop import agent_keys, build_loop
 
 NUM_ENVS = 8
-VECTOR_STEPS = 5_000
-CHECK_EVERY = 250  # vector steps between checks; the ring holds 400, so it wraps 12 times
+VECTOR_STEPS = 3_000
+CHECK_EVERY = 250  # vector steps between checks; the ring holds 400, so it wraps 7 times
 
 
 class RecordingPool:
