@@ -177,13 +177,15 @@ def main() -> None:
     base = config_lib.preset(game)
     seconds = 3.0 if args.quick else 10.0
     replay = args.replay or (20_000 if base.is_atari else base.replay_capacity)
-    # Learning starts once the replay holds enough to sample; the timing starts after compilation.
     chunk_steps = 200 if base.is_atari else 2_000
-    learning_starts = max(4 * chunk_steps, base.batch_size * 4)
-    if not args.quick:
-        learning_starts = max(learning_starts, 20 * chunk_steps)
+
+    def learning_start(chunk: int) -> int:
+        """Learning starts once the replay holds enough to sample; timing starts after compilation."""
+        start = max(4 * chunk, base.batch_size * 4)
+        return start if args.quick else max(start, 20 * chunk)
+
     config = config_lib.validate(dataclasses.replace(
-        base, replay_capacity=replay, learning_starts=learning_starts, progress=False,
+        base, replay_capacity=replay, learning_starts=learning_start(chunk_steps), progress=False,
         eval_every=10**9, checkpoint_every=0))
     frame_skip = config.frame_skip
     updates_per_call = 20 if config.is_atari else 200
@@ -202,9 +204,7 @@ def main() -> None:
         # updates per call), so the minimum of two timed calls does not grow with S.
         seed_chunk = max(config.num_envs, chunk_steps // num_seeds) if args.quick else chunk_steps
         seed_updates = max(1, updates_per_call // num_seeds) if args.quick else updates_per_call
-        seeded = dataclasses.replace(config, num_seeds=num_seeds)
-        if args.quick:
-            seeded = dataclasses.replace(seeded, learning_starts=max(4 * seed_chunk, config.batch_size * 4))
+        seeded = dataclasses.replace(config, num_seeds=num_seeds, learning_starts=learning_start(seed_chunk))
         env_rate = env_only(seeded, seconds)
         add("env_only", num_seeds, env_rate)
         fused = loop_rates(seeded, seconds, seconds, seed_chunk)
