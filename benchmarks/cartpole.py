@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from dqn_jax.provenance import write_result
 
 
 def run_timed(run_dir: Path, *flags: str) -> tuple[dict, float]:
@@ -47,7 +46,7 @@ def main() -> None:
             curve = [[r["env_steps"], r["eval_return_mean"]] for r in evals if r["kind"] == "eval"]
             doctor = subprocess.run([sys.executable, "-m", "dqn_jax.doctor", str(run_dir)], capture_output=True,
                                     text=True)
-            if seed == args.seeds[0]:  # the doctor's plots of one real run, shown in the README
+            if seed == args.seeds[0]:  # the doctor's plots of one real run, shown in docs/health.md
                 shutil.copy(run_dir / "doctor.png", Path(args.out).parent / "doctor_cartpole.png")
             rows.append({"seed": seed, "final_eval_return": summary["final_eval_return"],
                          "doctor_exit_code": doctor.returncode, "doctor_report": doctor.stdout,

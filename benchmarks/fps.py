@@ -20,27 +20,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from dqn_jax import envs, games, presets
+from dqn_jax.config import validate
+from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.provenance import write_result
+from dqn_jax.replay import fill_with_random_steps
+from dqn_jax.schedule import ChunkSchedule, run_chunks
 
-from dqn_jax import config as config_lib  # noqa: E402
-from dqn_jax import envs  # noqa: E402
-from dqn_jax.loop import agent_keys, build_loop  # noqa: E402
 
-
-def timed(run_once, min_seconds: float, min_calls: int = 2) -> tuple[float, int]:
-    """Calls `run_once()` (which blocks) until both minimums are met; returns (seconds, calls)."""
+def timed(step, carry, min_seconds: float, min_calls: int = 2) -> tuple[float, int]:
+    """Runs `carry = step(carry)` (which blocks) until both minimums are met; returns (seconds, calls)."""
     calls, start = 0, time.perf_counter()
     while calls < min_calls or time.perf_counter() - start < min_seconds:
-        run_once()
+        carry = step(carry)
         calls += 1
     return time.perf_counter() - start, calls
 
@@ -55,41 +53,20 @@ def env_only(config, seconds: float) -> float:
     for _ in range(20):
         pool.step(rng.integers(0, num_actions, count))
 
-    def step_batch():
+    def step_batch(_):
         for _ in range(50):
             pool.step(rng.integers(0, num_actions, count))
 
-    elapsed, calls = timed(step_batch, seconds)
+    elapsed, calls = timed(step_batch, None, seconds)
     pool.close()
     return calls * 50 * count / elapsed
 
 
 def fill_replay(loop, agents, steps: int):
-    """Returns `agents` with `steps` random env steps written to every agent's replay."""
-    replay = loop.replay
-    shape = agents.replay.frames.shape[3:]
-    dtype = agents.replay.frames.dtype
-    E = loop.config.num_envs
-
-    def add_one(replay_state, key):
-        frame_key, action_key, end_key = jax.random.split(key, 3)
-        if jnp.issubdtype(dtype, jnp.integer):
-            frame = jax.random.randint(frame_key, (E, *shape), 0, 255).astype(dtype)
-        else:
-            frame = jax.random.normal(frame_key, (E, *shape), dtype)
-        action = jax.random.randint(action_key, (E,), 0, 2)
-        terminal = jax.random.uniform(end_key, (E,)) < 0.01
-        return replay.add(replay_state, frame, action, jnp.ones((E,)), terminal, jnp.ones((E,), bool),
-                          jnp.zeros((E,), bool)), None
-
-    @jax.jit
-    def fill(replay_states):
-        def one(replay_state, key):
-            return jax.lax.scan(add_one, replay_state, jax.random.split(key, steps))[0]
-
-        return jax.vmap(one)(replay_states, jax.random.split(jax.random.PRNGKey(0), replay_states.total_steps.shape[0]))
-
-    return agents.replace(replay=fill(agents.replay))
+    """Returns `agents` [S] with `steps` random env steps written to every agent's replay."""
+    keys = jax.random.split(jax.random.PRNGKey(0), loop.config.num_seeds)
+    fill = jax.jit(jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, steps, key, num_actions=2)))
+    return agents.replace(replay=fill(agents.replay, keys))
 
 
 def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
@@ -118,50 +95,38 @@ def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
     rates = []
     for fn, updates in ((many, updates_per_call), (one, 1)):
         part = jax.block_until_ready(fn(agents.replace(replay=None), replay))  # compile
-
-        def call(fn=fn):
-            nonlocal part
-            part = jax.block_until_ready(fn(part, replay))
-
-        elapsed, calls = timed(call, seconds / 2)
+        elapsed, calls = timed(lambda part, fn=fn: jax.block_until_ready(fn(part, replay)), part, seconds / 2)
         rates.append(calls * updates / elapsed)
     return max(rates)
 
 
 def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: int) -> dict:
-    """Returns env steps/s (all agents) of a loop acting only and then training, plus its agents."""
+    """Returns env steps/s (all agents) of a loop acting only and then training, plus its agents.
+
+    Chunks that compile (the first, and the first that learns: the host loop compiles its update
+    there) are not timed; acting is timed for at most `act_seconds` before learning starts.
+    """
     loop = build_loop(config)
-    state = loop.init(agent_keys(config))
     E = config.num_envs
     iterations = max(1, chunk_steps // E)
     learn_at = config.learning_starts // E
-    state, records = loop.run_chunk(state, iterations)  # compile, acting only
-    jax.block_until_ready(records)
-    done = iterations
-    act_steps, act_time = 0, 0.0
-    while done + iterations <= learn_at and act_time < act_seconds:
-        start = time.perf_counter()
-        state, records = loop.run_chunk(state, iterations)
-        jax.block_until_ready(records)
-        act_time += time.perf_counter() - start
-        act_steps += iterations * E * config.num_seeds
-        done += iterations
-    while done < learn_at:  # on to the start of learning, in calls of the compiled length
-        state, records = loop.run_chunk(state, iterations)
-        jax.block_until_ready(records)
-        done += iterations
-    state, records = loop.run_chunk(state, iterations)  # first learning chunk (host mode compiles here)
-    jax.block_until_ready(records)
-    assert bool(np.asarray(records.learned).any()), "training was never reached"
-    train_steps, train_time = 0, 0.0
-    while train_time < train_seconds or train_steps == 0:
-        start = time.perf_counter()
-        state, records = loop.run_chunk(state, iterations)
-        jax.block_until_ready(records)
-        train_time += time.perf_counter() - start
-        train_steps += iterations * E * config.num_seeds
+    schedule = ChunkSchedule(E, iterations, total_iterations=2**31 - 1)
+    act_steps, act_time, train_steps, train_time = 0, 0.0, 0, 0.0
+    seen_learning = False
+    for chunk in run_chunks(loop, loop.init(agent_keys(config)), schedule):
+        steps = (chunk.end_iteration - chunk.start_iteration) * E * config.num_seeds
+        learned = bool(np.asarray(chunk.records.learn.learned).any())
+        if not learned:
+            if chunk.start_iteration > 0 and chunk.end_iteration <= learn_at and act_time < act_seconds:
+                act_steps, act_time = act_steps + steps, act_time + chunk.seconds
+        elif not seen_learning:
+            seen_learning = True
+        else:
+            train_steps, train_time = train_steps + steps, train_time + chunk.seconds
+            if train_time >= train_seconds:
+                break
     return {"act": act_steps / act_time if act_time else None, "train": train_steps / train_time,
-            "loop": loop, "agents": state.agents, "mode": loop.mode}
+            "loop": loop, "agents": chunk.state.agents, "mode": loop.mode}
 
 
 def main() -> None:
@@ -173,8 +138,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    game = envs.canonical_game(args.game)
-    base = config_lib.preset(game)
+    game = games.canonical_game(args.game)
+    base = presets.preset(game)
     seconds = 3.0 if args.quick else 10.0
     replay = args.replay or (20_000 if base.is_atari else base.replay_capacity)
     chunk_steps = 200 if base.is_atari else 2_000
@@ -184,7 +149,7 @@ def main() -> None:
         start = max(4 * chunk, base.batch_size * 4)
         return start if args.quick else max(start, 20 * chunk)
 
-    config = config_lib.validate(dataclasses.replace(
+    config = validate(dataclasses.replace(
         base, replay_capacity=replay, learning_starts=learning_start(chunk_steps), progress=False,
         eval_every=10**9, checkpoint_every=0))
     frame_skip = config.frame_skip

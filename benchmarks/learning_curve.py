@@ -8,14 +8,12 @@ Writes `benchmarks/results/<name>.json` (config, summary, eval curve) and `<name
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
-
-from dqn_jax.doctor import load_run  # noqa: E402
+from dqn_jax.doctor import load_run
+from dqn_jax.provenance import write_result
 
 
 def main() -> None:
@@ -28,14 +26,14 @@ def main() -> None:
     summary_path = args.run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     evals = [r for r in rows if r["kind"] == "eval"]
-    window = config.get("eval_return_window", 50)
+    window = config.eval_return_window
     curve = [{"env_steps": r["env_steps"], "eval_return_mean": r["eval_return_mean"],
               "eval_return_std": r["eval_return_std"], f"eval_return_mean{window}": r.get(f"eval_return_mean{window}"),
               "eval_episodes": r["eval_episodes"]} for r in evals]
     train = [r for r in rows if r["kind"] == "train"]
     results = Path(__file__).parent / "results"
     write_result(results / f"{args.name}.json", {
-        "benchmark": "learning_curve", "game": config["game"], "config": config, "summary": summary,
+        "benchmark": "learning_curve", "game": config.game, "config": dataclasses.asdict(config), "summary": summary,
         "random_return": args.random_return, "eval_curve": curve,
         "train_steps_per_sec_median": sorted(r["steps_per_sec"] for r in train)[len(train) // 2] if train else None,
     })
@@ -54,7 +52,7 @@ def main() -> None:
     ax.set_xlabel("env steps")
     ax.set_ylabel("return (raw game score)")
     wall = f", {summary['wall_seconds'] / 60:.0f} min" if summary else ""
-    ax.set_title(f"{config['game']}: {args.name}{wall}")
+    ax.set_title(f"{config.game}: {args.name}{wall}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -17,8 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from dqn_jax.provenance import write_result
 
 COMMAND = ["-m", "dqn_jax.train", "--game=Pong", "--total-steps=20000", "--learning-starts=5000"]
 
@@ -27,15 +26,12 @@ def replay_bytes_per_transition() -> tuple[float, int]:
     """Returns (bytes per transition, capacity) of the Pong preset's replay, from its array shapes."""
     import jax
 
-    from dqn_jax import config as config_lib
-    from dqn_jax import envs
-    from dqn_jax.replay import bytes_per_transition, make_replay
+    from dqn_jax import envs, presets
+    from dqn_jax.loop import make_replay_for
+    from dqn_jax.replay import bytes_per_transition
 
-    config = config_lib.preset("Pong")
-    pool = envs.make_train_pool(config)
-    facts = envs.facts(pool)
-    replay = make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
-                         config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
+    config = presets.preset("Pong")
+    replay = make_replay_for(config, envs.facts(envs.make_train_pool(config)))
     shapes = jax.eval_shape(replay.init)
     return bytes_per_transition(shapes), config.replay_capacity
 

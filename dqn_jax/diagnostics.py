@@ -1,7 +1,7 @@
 """Rules that name the silent failures that make DQN "not learn", with evidence and the fix.
 
 Each rule is a small pure function over one agent's metric history (`History`: its `train`,
-`eval` and `health` rows and the run's config) that returns a `Finding` or None. `diagnose` runs
+`eval` and `health` rows and the run's typed `Config`) that returns a `Finding` or None. `diagnose` runs
 them all and drops findings explained by a more basic one (NaNs explain everything else; Q values
 that diverge explain exploding gradients), so the first thing the user reads is the root cause.
 """
@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Callable, Sequence
+
+from dqn_jax import health as H
+from dqn_jax.config import Config
+from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -38,15 +42,15 @@ class Finding:
 
 @dataclasses.dataclass
 class History:
-    """One agent's rows, in order, and the run's config values (a dict, as in `config.toml`)."""
+    """One agent's rows, in order, and the run's config."""
 
-    config: dict
+    config: Config
     train: list[dict]
     eval: list[dict]
     health: list[dict]
 
     @classmethod
-    def from_rows(cls, config: dict, rows: Sequence[dict], seed: int | None = None) -> "History":
+    def from_rows(cls, config: Config, rows: Sequence[dict], seed: int | None = None) -> "History":
         """Splits metrics rows by kind, keeping only `seed`'s rows when given."""
         rows = [r for r in rows if seed is None or r.get("seed", seed) == seed]
         return cls(config=config, train=[r for r in rows if r["kind"] == "train"],
@@ -71,14 +75,14 @@ def _streak(rows: list[dict], predicate: Callable[[dict], bool], length: int) ->
 # --- the rules ---------------------------------------------------------------------------------
 def non_finite(h: History) -> Finding | None:
     """NaN or Inf in the loss, Q values, gradients or params."""
-    row = next((r for r in h.health if _num(r.get("nonfinite")) > 0), None)
+    row = next((r for r in h.health if _num(r.get(H.NONFINITE)) > 0), None)
     if row is None:
-        row = next((r for r in h.train if r.get("loss") is None and r.get("learning_rate") is not None), None)
+        row = next((r for r in h.train if r.get(H.LOSS) is None and r.get(LEARNING_RATE) is not None), None)
     if row is None:
         return None
     return Finding(
         "non_finite", "error", row["env_steps"],
-        f"NaN/Inf in the loss, Q values, gradients or params at update {row.get('updates', '?')}",
+        f"NaN/Inf in the loss, Q values, gradients or params at update {row.get(H.UPDATES, '?')}",
         "once one NaN reaches the params every later update is NaN; the run cannot recover",
         "look for NaN/Inf in observations or rewards and for a learning rate too high; clip gradients "
         "(--max-grad-norm=10); resume from the last checkpoint saved before this step")
@@ -86,13 +90,13 @@ def non_finite(h: History) -> Finding | None:
 
 def dead_q_head(h: History) -> Finding | None:
     """Q outputs pinned at exactly zero: an activation after the Q head."""
-    row = _streak(h.health, lambda r: _num(r.get("q_zero_fraction")) >= 0.5, 2)
+    row = _streak(h.health, lambda r: _num(r.get(H.Q_ZERO_FRACTION)) >= 0.5, 2)
     if row is None:
         return None
     return Finding(
         "dead_q_head", "error", row["env_steps"],
-        f"{_num(row['q_zero_fraction']):.0%} of Q outputs are exactly 0 (Q min {_num(row.get('q_min')):.3g}, "
-        f"max {_num(row.get('q_max')):.3g})",
+        f"{_num(row[H.Q_ZERO_FRACTION]):.0%} of Q outputs are exactly 0 (Q min {_num(row.get(H.Q_MIN)):.3g}, "
+        f"max {_num(row.get(H.Q_MAX)):.3g})",
         "Q values come out as exactly 0, which a linear head never does: something after the head "
         "(usually a ReLU) clamps them, and the gradient of every clamped output is zero, so they stay dead",
         "make the Q head linear: no activation after the last Dense layer")
@@ -102,8 +106,8 @@ def dead_layer(h: History) -> Finding | None:
     """A hidden layer whose units are all (or nearly all) dead: activation collapse."""
     for row in h.health:
         for key, value in row.items():
-            if key.startswith("dead_fraction/") and _num(value) >= 0.95:
-                layer = key.split("/", 1)[1]
+            layer = H.layer_of(key, H.DEAD_FRACTION)
+            if layer is not None and _num(value) >= 0.95:
                 later = [r for r in h.health if r["env_steps"] >= row["env_steps"]][:3]
                 if len(later) >= 2 and all(_num(r.get(key)) >= 0.95 for r in later):
                     return Finding(
@@ -118,15 +122,15 @@ def dead_layer(h: History) -> Finding | None:
 
 def reward_signal_empty(h: History) -> Finding | None:
     """The learner's sampled rewards are all zero, so the loss has nothing to fit."""
-    row = _streak(h.health, lambda r: _num(r.get("batch_reward_nonzero")) == 0, 3)
+    row = _streak(h.health, lambda r: _num(r.get(H.BATCH_REWARD_NONZERO)) == 0, 3)
     if row is None:
         return None
-    env_nonzero = max((_num(r.get("env_reward_nonzero")) for r in h.health), default=0.0)
+    env_nonzero = max((_num(r.get(H.ENV_REWARD_NONZERO)) for r in h.health), default=0.0)
     if env_nonzero > 0:
         return Finding(
             "reward_signal_empty", "error", row["env_steps"],
             f"every sampled reward is 0 while {env_nonzero:.2%} of env steps pay a non-zero reward; "
-            f"loss {_num(row.get('loss')):.3g}",
+            f"loss {_num(row.get(H.LOSS)):.3g}",
             "the environment pays rewards but the learner only sees zeros, so the loss falls to 0 and "
             "nothing is learned: the reward is lost between the env and the replay (wiring, scaling, clipping)",
             "check the reward path: --reward-scale, reward clipping, and what is written to replay")
@@ -140,13 +144,13 @@ def reward_signal_empty(h: History) -> Finding | None:
 
 def optimizer_reset(h: History) -> Finding | None:
     """Adam's step count lags the update count: its state is being re-created."""
-    row = next((r for r in h.health if _num(r.get("optimizer_steps")) >= 0 and _num(r.get("updates")) >= 20
-                and _num(r.get("optimizer_steps")) < 0.5 * _num(r.get("updates"))), None)
+    row = next((r for r in h.health if _num(r.get(H.OPTIMIZER_STEPS)) >= 0 and _num(r.get(H.UPDATES)) >= 20
+                and _num(r.get(H.OPTIMIZER_STEPS)) < 0.5 * _num(r.get(H.UPDATES))), None)
     if row is None:
         return None
     return Finding(
         "optimizer_reset", "error", row["env_steps"],
-        f"the optimizer has counted {int(_num(row['optimizer_steps']))} steps but {int(_num(row['updates']))} "
+        f"the optimizer has counted {int(_num(row[H.OPTIMIZER_STEPS]))} steps but {int(_num(row[H.UPDATES]))} "
         "updates were made",
         "the optimizer state is re-initialised during training, throwing away Adam's moment estimates "
         "(every step then behaves like the first one, bias correction included)",
@@ -155,20 +159,21 @@ def optimizer_reset(h: History) -> Finding | None:
 
 def q_divergence(h: History) -> Finding | None:
     """Q values far beyond any return the rewards allow."""
-    gamma = float(h.config.get("gamma", 0.99))
-    if gamma >= 1.0:
+    config = h.config
+    if config.gamma >= 1.0:
         return None
-    if h.config.get("game") != "CartPole" and not h.config.get("reward_clip", True):
+    if config.is_atari and not config.reward_clip:
         return None  # unclipped Atari rewards: no bound known in advance
-    if float(h.config.get("reward_scale", 1.0)) == 0.0:
+    if config.reward_scale == 0.0:
         return None  # no reward reaches the learner: `reward_signal_empty` says so
-    bound = max(abs(float(h.config.get("reward_scale", 1.0))), 1e-6) / (1.0 - gamma)  # |r| <= 1 * scale
-    row = next((r for r in h.health if max(abs(_num(r.get("q_max"))), abs(_num(r.get("q_min")))) > 10 * bound), None)
+    bound = max(abs(config.reward_scale), 1e-6) / (1.0 - config.gamma)  # |r| <= 1 * scale
+    row = next((r for r in h.health if max(abs(_num(r.get(H.Q_MAX))), abs(_num(r.get(H.Q_MIN)))) > 10 * bound),
+               None)
     if row is None:
         return None
     return Finding(
         "q_divergence", "error", row["env_steps"],
-        f"Q values reach {max(abs(_num(row['q_max'])), abs(_num(row['q_min']))):.3g}, more than 10x the largest "
+        f"Q values reach {max(abs(_num(row[H.Q_MAX])), abs(_num(row[H.Q_MIN]))):.3g}, more than 10x the largest "
         f"return the rewards allow ({bound:.3g} = r_max / (1 - gamma))",
         "the TD targets chase the network's own growing estimates (bootstrapping feedback), so Q grows without bound",
         "lower the learning rate, copy the target network less often (--target-update-every), use the "
@@ -177,7 +182,7 @@ def q_divergence(h: History) -> Finding | None:
 
 def exploding_gradients(h: History) -> Finding | None:
     """Gradient norms far above where they started."""
-    norms = [(r, _num(r.get("grad_norm"))) for r in h.health if math.isfinite(_num(r.get("grad_norm")))]
+    norms = [(r, _num(r.get(H.GRAD_NORM))) for r in h.health if math.isfinite(_num(r.get(H.GRAD_NORM)))]
     if len(norms) < 4:
         return None
     early = sorted(n for _, n in norms[:3])[1]
@@ -186,19 +191,19 @@ def exploding_gradients(h: History) -> Finding | None:
         return None
     return Finding(
         "exploding_gradients", "warning", row["env_steps"],
-        f"gradient norm {_num(row['grad_norm']):.3g}, over 1000x its early value {early:.3g}",
+        f"gradient norm {_num(row[H.GRAD_NORM]):.3g}, over 1000x its early value {early:.3g}",
         "a few huge gradients take steps that throw the network far from where it was",
         "clip gradients (--max-grad-norm=10), lower the learning rate, use the Huber loss")
 
 
 def vanishing_gradients(h: History) -> Finding | None:
     """Gradients that vanish while there is still a loss to fit."""
-    row = _streak(h.health, lambda r: _num(r.get("grad_norm")) < 1e-8 and _num(r.get("loss")) > 1e-6, 3)
+    row = _streak(h.health, lambda r: _num(r.get(H.GRAD_NORM)) < 1e-8 and _num(r.get(H.LOSS)) > 1e-6, 3)
     if row is None:
         return None
     return Finding(
         "vanishing_gradients", "warning", row["env_steps"],
-        f"gradient norm {_num(row['grad_norm']):.2g} while the loss is {_num(row['loss']):.3g}",
+        f"gradient norm {_num(row[H.GRAD_NORM]):.2g} while the loss is {_num(row[H.LOSS]):.3g}",
         "there is a TD error to fit but no gradient reaches the parameters (saturated or dead units)",
         "check the activations (dead_fraction in the health rows), the initialisation and the input scaling")
 
@@ -209,17 +214,17 @@ def episode_length_exploit(h: History) -> Finding | None:
     Reaching the cap is success when capped episodes score more than any episode that really
     ended (CartPole at 500); it is a stall when they score no more, or when no episode ever ends.
     """
-    rows = [r for r in h.health if r.get("episodes", 0) and r.get("truncated_fraction") is not None][-5:]
+    rows = [r for r in h.health if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None][-5:]
     if len(rows) < 2:
         return None
-    truncated = sum(r["truncated_fraction"] * r["episodes"] for r in rows) / sum(r["episodes"] for r in rows)
-    capped = [r["truncated_return_mean"] for r in rows if r.get("truncated_return_mean") is not None]
-    finished = [r["finished_return_mean"] for r in h.health if r.get("finished_return_mean") is not None]
+    truncated = sum(r[H.TRUNCATED_FRACTION] * r[H.EPISODES] for r in rows) / sum(r[H.EPISODES] for r in rows)
+    capped = [r[H.TRUNCATED_RETURN_MEAN] for r in rows if r.get(H.TRUNCATED_RETURN_MEAN) is not None]
+    finished = [r[H.FINISHED_RETURN_MEAN] for r in h.health if r.get(H.FINISHED_RETURN_MEAN) is not None]
     capped_mean = sum(capped) / len(capped) if capped else math.nan
     if truncated < 0.5 or not capped or (finished and capped_mean > max(finished)):
         return None
     row = rows[0]
-    cap = max(int(r.get("episode_length_max") or 0) for r in rows)
+    cap = max(int(r.get(H.EPISODE_LENGTH_MAX) or 0) for r in rows)
     return Finding(
         "episode_length_exploit", "warning", row["env_steps"],
         f"{truncated:.0%} of recent episodes end at the time limit ({cap:,} env steps), scoring "
@@ -234,11 +239,11 @@ def episode_length_exploit(h: History) -> Finding | None:
 
 def life_loss_not_terminal(h: History) -> Finding | None:
     """Lives are lost but the learner never sees a terminal: Breakout stuck near 100."""
-    losses = sum(int(r.get("life_losses") or 0) for r in h.health)
-    terminals = sum(int(r.get("life_loss_terminals") or 0) for r in h.health)
+    losses = sum(int(r.get(H.LIFE_LOSSES) or 0) for r in h.health)
+    terminals = sum(int(r.get(H.LIFE_LOSS_TERMINALS) or 0) for r in h.health)
     if losses < 3 or terminals > 0:
         return None
-    row = next(r for r in h.health if r.get("life_losses"))
+    row = next(r for r in h.health if r.get(H.LIFE_LOSSES))
     return Finding(
         "life_loss_not_terminal", "warning", row["env_steps"],
         f"{losses} lives lost, none of them terminal for the learner",
@@ -249,14 +254,13 @@ def life_loss_not_terminal(h: History) -> Finding | None:
 
 def epsilon_floor_before_learning(h: History) -> Finding | None:
     """Exploration already at its floor when learning starts."""
-    first = next((r for r in h.train if r.get("learning_rate") is not None), None)
-    floor = h.config.get("epsilon_end")
-    start = h.config.get("epsilon_start", 1.0)
-    if first is None or floor is None or start <= floor or first["epsilon"] > floor + 1e-6:
+    first = next((r for r in h.train if r.get(LEARNING_RATE) is not None), None)
+    floor, start = h.config.epsilon_end, h.config.epsilon_start
+    if first is None or start <= floor or first[EPSILON] > floor + 1e-6:
         return None
     return Finding(
         "epsilon_floor_before_learning", "warning", first["env_steps"],
-        f"epsilon is already {first['epsilon']:.3g} (its floor) when the first update happens",
+        f"epsilon is already {first[EPSILON]:.3g} (its floor) when the first update happens",
         "exploration ended before the agent learned anything, so its experience is mostly what a random "
         "network does greedily",
         "make --epsilon-decay-steps much longer than --learning-starts")
@@ -266,7 +270,7 @@ def no_learning_progress(h: History) -> Finding | None:
     """Evaluation returns that never improve."""
     if len(h.eval) < 5:
         return None
-    returns = [_num(r.get("eval_return_mean")) for r in h.eval]
+    returns = [_num(r.get(EVAL_RETURN_MEAN)) for r in h.eval]
     first, best = returns[0], max(returns[1:])
     if best > first + max(1.0, 0.1 * abs(first)):
         return None

@@ -13,38 +13,38 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from dqn_jax import health as H
+from dqn_jax.config import Config
 from dqn_jax.diagnostics import Finding, History, diagnose
 from dqn_jax.metrics import CONFIG_FILE, METRICS_FILE, read_metrics
+from dqn_jax.presets import load_toml
+from dqn_jax.records import EVAL_RETURN_MEAN
 
 PLOT_FILE = "doctor.png"
 
 
-def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
-    """Returns the run's config values and its metrics rows.
+def load_run(run_dir: Path) -> tuple[Config, list[dict]]:
+    """Returns the run's config and its metrics rows.
 
     Raises:
-      ValueError: RUN_DIR lacks `config.toml` or `metrics.jsonl`, or they cannot be read.
+      ValueError: RUN_DIR lacks `config.toml` or `metrics.jsonl`, or they cannot be read
+        (`ConfigError`, a ValueError, for a config that does not parse).
     """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
     for name in (CONFIG_FILE, METRICS_FILE):
         if not (run_dir / name).is_file():
             raise ValueError(f"{run_dir} has no {name}: not a run directory")
-    try:
-        config = tomllib.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{run_dir / CONFIG_FILE} is not valid TOML: {err}") from None
-    return config, read_metrics(run_dir)
+    return load_toml(run_dir / CONFIG_FILE), read_metrics(run_dir)
+
+
+def findings_by_seed(config: Config, rows: list[dict]) -> dict[int, list[Finding]]:
+    """Returns each seed's findings for a run's config and metrics rows."""
+    seeds = sorted({row["seed"] for row in rows if "seed" in row}) or [config.seed]
+    return {seed: diagnose(History.from_rows(config, rows, seed)) for seed in seeds}
 
 
 def examine(run_dir: Path) -> dict[int, list[Finding]]:
     """Returns each seed's findings for a run directory."""
-    config, rows = load_run(run_dir)
-    seeds = sorted({row["seed"] for row in rows if "seed" in row}) or [config.get("seed", 0)]
-    return {seed: diagnose(History.from_rows(config, rows, seed)) for seed in seeds}
+    return findings_by_seed(*load_run(run_dir))
 
 
 def plot(run_dir: Path, rows: list[dict]) -> Path:
@@ -64,14 +64,15 @@ def plot(run_dir: Path, rows: list[dict]) -> Path:
 
     for seed in seeds:
         label = f"seed {seed}" if len(seeds) > 1 else None
-        axes[0].plot(*series("eval", "eval_return_mean", seed), marker="o", ms=3, label=label)
-        axes[1].plot(*series("train", "loss", seed), label=label)
-        for key, style in (("q_mean", "-"), ("q_max", ":"), ("q_min", ":")):
+        axes[0].plot(*series("eval", EVAL_RETURN_MEAN, seed), marker="o", ms=3, label=label)
+        axes[1].plot(*series("train", H.LOSS, seed), label=label)
+        for key, style in ((H.Q_MEAN, "-"), (H.Q_MAX, ":"), (H.Q_MIN, ":")):
             axes[2].plot(*series("health", key, seed), style, label=f"{key}" + (f" s{seed}" if label else ""))
-        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if k.startswith("dead_fraction/")})
+        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if H.layer_of(k, H.DEAD_FRACTION)})
         for key in layers:
-            axes[3].plot(*series("health", key, seed), label=key.split("/", 1)[1] + (f" s{seed}" if label else ""))
-        axes[4].plot(*series("health", "grad_norm", seed), label=label)
+            axes[3].plot(*series("health", key, seed),
+                         label=H.layer_of(key, H.DEAD_FRACTION) + (f" s{seed}" if label else ""))
+        axes[4].plot(*series("health", H.GRAD_NORM, seed), label=label)
     titles = ("evaluation return", "loss", "Q values (mean, max, min)", "dead fraction per layer",
               "gradient norm (global)")
     for axis, title in zip(axes, titles, strict=True):
@@ -95,8 +96,8 @@ def plot(run_dir: Path, rows: list[dict]) -> Path:
 
 def report(run_dir: Path, out=print) -> int:
     """Prints the verdict for a run directory, writes its plots; returns the exit code."""
-    findings = examine(run_dir)
-    _, rows = load_run(run_dir)
+    config, rows = load_run(run_dir)
+    findings = findings_by_seed(config, rows)
     path = plot(run_dir, rows)
     all_findings = [(seed, f) for seed, found in findings.items() for f in found]
     if not all_findings:

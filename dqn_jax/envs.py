@@ -8,59 +8,13 @@ which EnvPool is byte-for-byte repeatable whatever its thread count.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 import os
 import warnings
 
 import numpy as np
 
-from dqn_jax.config import Config, ConfigError
-
-CARTPOLE = "CartPole"
-ATARI_SUFFIX = "-v5"
-
-
-@functools.cache
-def atari_games() -> tuple[str, ...]:
-    """Returns the names of every Atari game EnvPool registers, without the `-v5` suffix."""
-    import envpool
-
-    return tuple(
-        sorted(name[: -len(ATARI_SUFFIX)] for name in envpool.list_all_envs()
-               if name.endswith(ATARI_SUFFIX) and "/" not in name)
-    )
-
-
-def known_games() -> tuple[str, ...]:
-    """Returns every game name `--game` accepts: CartPole and the Atari games."""
-    return (CARTPOLE, *atari_games())
-
-
-def canonical_game(name: str) -> str:
-    """Returns the canonical spelling of a game name (`pong`, `Pong-v5` → `Pong`).
-
-    Raises:
-      ConfigError: the name is unknown; the message suggests the closest known names.
-    """
-    bare = name.strip()
-    for suffix in (ATARI_SUFFIX, "-v1", "-v0"):
-        if bare.endswith(suffix):
-            bare = bare[: -len(suffix)]
-    by_lower = {g.lower(): g for g in known_games()}
-    if bare.lower() in by_lower:
-        return by_lower[bare.lower()]
-    close = difflib.get_close_matches(bare.lower(), list(by_lower), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(by_lower[c] for c in close)}?" if close else ""
-    raise ConfigError(
-        f"game = {name!r} is not an EnvPool game{hint} (CartPole or any of the "
-        f"{len(atari_games())} Atari games, e.g. Pong, Breakout, MsPacman)"
-    )
-
-
-def task_id(game: str) -> str:
-    """Returns EnvPool's task id for a canonical game name (`Pong` → `Pong-v5`)."""
-    return "CartPole-v1" if game == CARTPOLE else game + ATARI_SUFFIX
+from dqn_jax.config import Config
+from dqn_jax.games import task_id
 
 
 def agent_seed(config: Config, agent: int) -> int:

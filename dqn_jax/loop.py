@@ -29,6 +29,7 @@ from dqn_jax.config import Config
 from dqn_jax.fingerprint import tree_hash
 from dqn_jax.learner import AgentState, Learner, make_learner
 from dqn_jax.networks import make_network
+from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
 
 
@@ -43,33 +44,6 @@ class EnvCarry:
     episode_return: jax.Array  # float32 raw return of the game in progress
     episode_length: jax.Array  # int32 env steps of the game in progress
     lives: jax.Array  # int32 lives left (Atari; 0 where the game has none)
-
-
-@struct.dataclass
-class StepRecord:
-    """What one iteration reports; scan stacks these along a leading [K] axis."""
-
-    learned: jax.Array  # [] bool, an update round ran after this step
-    health_measured: jax.Array  # [] bool, ... and its last update measured the health statistics
-    loss: jax.Array  # [S] mean over the round (0 where none ran)
-    q_mean: jax.Array  # [S]
-    td_abs_mean: jax.Array  # [S]
-    learning_rate: jax.Array  # [S]
-    epsilon: jax.Array  # [S]
-    episode_done: jax.Array  # [S, E] bool, a game ended at this step
-    episode_return: jax.Array  # [S, E] its raw return (valid where episode_done)
-    episode_length: jax.Array  # [S, E] its length in env steps
-    batch_hash: jax.Array  # [S] uint32 hash of the last sampled batch's indices
-    fingerprint: jax.Array  # [] bool, the update count crossed a multiple of `fingerprint_every`
-    updates: jax.Array  # [S] int32 updates so far
-    params_hash: jax.Array  # [S] uint32 hash of the online params (valid where `fingerprint`)
-    params_norm: jax.Array  # [S] float32 L2 norm of the online params (valid where `fingerprint`)
-    health: dict  # name -> [S] float32 update statistics (see health.update_health; 0 where none ran)
-    episode_truncated: jax.Array  # [S, E] bool, the game that ended hit the time limit
-    real_steps: jax.Array  # [S] int32 env steps that were not reset steps
-    reward_nonzero_steps: jax.Array  # [S] int32 of those, steps with a non-zero raw reward
-    life_losses: jax.Array  # [S] int32 lives lost without the game ending
-    life_loss_terminals: jax.Array  # [S] int32 of those, ones the learner saw as terminal
 
 
 class LoopState(NamedTuple):
@@ -88,6 +62,35 @@ def _zeros_shaped_like(shapes):
 
 def _split_agents(array, num_seeds: int):
     return array.reshape(num_seeds, -1, *array.shape[1:])
+
+
+def _episode_bookkeeping(carry: EnvCarry, epsilon, next_obs, terminated, truncated, hard, raw_reward, lives):
+    """Returns `(ExperienceRecord, next EnvCarry)` for one env step; every argument is [S, E, ...].
+
+    `carry.dead` marks EnvPool's reset steps (the step after any done): they are not real steps,
+    and their reward is 0. `hard` marks a game over or time limit, not a lost life.
+    """
+    real_step = ~carry.dead
+    episode_return = carry.episode_return + raw_reward
+    episode_length = carry.episode_length + real_step.astype(jnp.int32)
+    ended = hard & real_step
+    life_lost = real_step & ~hard & (lives < carry.lives)
+    count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
+    experience = ExperienceRecord(
+        epsilon=epsilon, episode_done=ended, episode_return=episode_return, episode_length=episode_length,
+        episode_truncated=ended & truncated, real_steps=count(real_step),
+        reward_nonzero_steps=count(real_step & (raw_reward != 0)),
+        life_losses=count(life_lost), life_loss_terminals=count(life_lost & terminated))
+    next_carry = EnvCarry(
+        obs=next_obs,
+        first=carry.dead & carry.dead_hard,  # the step just taken was a hard reset
+        dead=terminated | truncated,
+        dead_hard=hard,
+        episode_return=jnp.where(ended, 0.0, episode_return),
+        episode_length=jnp.where(ended, 0, episode_length),
+        lives=lives,
+    )
+    return experience, next_carry
 
 
 class Loop:
@@ -198,29 +201,16 @@ class Loop:
             lambda params: (jnp.zeros((S,), jnp.uint32), jnp.zeros((S,), jnp.float32)),
             agents.params)
 
-        real_step = ~carry.dead
-        episode_return = carry.episode_return + raw_reward
-        episode_length = carry.episode_length + real_step.astype(jnp.int32)
-        ended = hard & real_step
-        life_lost = real_step & ~hard & (lives < carry.lives)
-        count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
+        experience, new_carry = _episode_bookkeeping(carry, epsilon, next_obs, terminated, truncated, hard,
+                                                     raw_reward, lives)
         record = StepRecord(
-            learned=due, health_measured=health_due, epsilon=epsilon, episode_done=ended,
-            episode_return=episode_return, episode_length=episode_length, fingerprint=fingerprint,
-            updates=agents.updates, params_hash=params_hash, params_norm=params_norm,
-            episode_truncated=ended & truncated, real_steps=count(real_step),
-            reward_nonzero_steps=count(real_step & (raw_reward != 0)),
-            life_losses=count(life_lost), life_loss_terminals=count(life_lost & terminated),
-            **learn_metrics)
-        new_carry = EnvCarry(
-            obs=next_obs,
-            first=carry.dead & carry.dead_hard,  # the step just taken was a hard reset
-            dead=terminated | truncated,
-            dead_hard=hard,
-            episode_return=jnp.where(ended, 0.0, episode_return),
-            episode_length=jnp.where(ended, 0, episode_length),
-            lives=lives,
-        )
+            learn=LearnRecord(learned=due, updates=agents.updates, loss=learn_metrics["loss"],
+                              q_mean=learn_metrics["q_mean"], td_abs_mean=learn_metrics["td_abs_mean"],
+                              learning_rate=learn_metrics["learning_rate"]),
+            experience=experience,
+            health=HealthRecord(measured=health_due, stats=learn_metrics["health"]),
+            fingerprint=FingerprintRecord(due=fingerprint, batch_hash=learn_metrics["batch_hash"],
+                                          params_hash=params_hash, params_norm=params_norm))
         return agents, new_carry, iteration, record
 
     def _learn(self, agents: AgentState, with_health: bool = True):
@@ -295,6 +285,12 @@ class Loop:
         return self._chunk(state, num_iterations)
 
 
+def make_replay_for(config: Config, facts: envs.EnvFacts) -> Replay:
+    """Returns the replay functions for one agent of a run with this config and these env facts."""
+    return make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
+                       config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
+
+
 def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0) -> Loop:
     """Returns the loop for a validated config: training pool, network, replay, learner.
 
@@ -304,8 +300,7 @@ def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0
     pool = envs.make_train_pool(config, resumed_at)
     facts = envs.facts(pool)
     network = network or make_network(config, facts.num_actions)
-    replay = make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
-                         config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
+    replay = make_replay_for(config, facts)
     return Loop(config, pool, make_learner(config, network, replay, optimizer), replay)
 
 

@@ -6,7 +6,7 @@ the TD target, whether the step was a real transition, and whether the observati
 frame stack. Stacks are rebuilt at sample time by walking back from a slot and stopping at the
 stack's first frame, so Atari needs ~7 KB per transition instead of 28-56 KB.
 
-EnvPool facts this layout follows (see DESIGN.md):
+EnvPool facts this layout follows (see docs/DESIGN.md, "Frames stored once"):
 - the step after any done is a reset step: its action is ignored and its reward is 0. It is
   written (its frame is the terminal observation, the `next_obs` of the transition before it) but
   marked `is_transition = False`, so it is never sampled;
@@ -24,6 +24,8 @@ observation) or after `n_step` steps.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import chex
@@ -78,6 +80,20 @@ class Replay(NamedTuple):
     num_envs: int
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+    """The static settings a replay's functions are bound to (see `make_replay` for each)."""
+
+    ring_steps: int
+    num_envs: int
+    frame_shape: tuple[int, ...]
+    frame_dtype: object
+    stack: int
+    batch_size: int
+    gamma: float
+    n_step: int
+
+
 def make_replay(
     ring_steps: int,
     num_envs: int,
@@ -112,118 +128,134 @@ def make_replay(
         raise ValueError(f"n_step = {n_step}: must be >= 1")
     if ring_steps < stack + n_step:
         raise ValueError(f"ring_steps = {ring_steps}: must be >= stack + n_step = {stack + n_step}")
-    frame_shape = tuple(frame_shape)
-    T, E = ring_steps, num_envs
+    settings = ReplaySettings(ring_steps, num_envs, tuple(frame_shape), frame_dtype, stack, batch_size, gamma, n_step)
+    bind = functools.partial
+    return Replay(bind(_init, settings), bind(_add, settings), bind(_sample, settings),
+                  bind(_can_sample, settings), bind(_stack_at, settings), ring_steps, num_envs)
 
-    def init() -> ReplayState:
-        # Separate buffers per field: donation rejects one buffer passed twice.
-        return ReplayState(
-            frames=jnp.zeros((T, E, *frame_shape), frame_dtype),
-            actions=jnp.zeros((T, E), jnp.int32),
-            rewards=jnp.zeros((T, E), jnp.float32),
-            terminals=jnp.zeros((T, E), bool),
-            is_transition=jnp.zeros((T, E), bool),
-            firsts=jnp.zeros((T, E), bool),
-            total_steps=jnp.zeros((), jnp.int32),
-        )
 
-    def add(state: ReplayState, frame, action, reward, terminal, is_transition, first) -> ReplayState:
-        """Writes one env step of every environment (all arguments lead with [E])."""
-        chex.assert_shape(frame, (E, *frame_shape))
-        chex.assert_shape([action, reward, terminal, is_transition, first], (E,))
-        slot = state.total_steps % T
+def _init(c: ReplaySettings) -> ReplayState:
+    """Returns an empty replay."""
+    T, E = c.ring_steps, c.num_envs
+    # Separate buffers per field: donation rejects one buffer passed twice.
+    return ReplayState(
+        frames=jnp.zeros((T, E, *c.frame_shape), c.frame_dtype),
+        actions=jnp.zeros((T, E), jnp.int32),
+        rewards=jnp.zeros((T, E), jnp.float32),
+        terminals=jnp.zeros((T, E), bool),
+        is_transition=jnp.zeros((T, E), bool),
+        firsts=jnp.zeros((T, E), bool),
+        total_steps=jnp.zeros((), jnp.int32),
+    )
 
-        def put(array, value):
-            return jax.lax.dynamic_update_index_in_dim(array, value.astype(array.dtype), slot, 0)
 
-        return state.replace(
-            frames=put(state.frames, frame),
-            actions=put(state.actions, action),
-            rewards=put(state.rewards, reward),
-            terminals=put(state.terminals, terminal),
-            is_transition=put(state.is_transition, is_transition),
-            firsts=put(state.firsts, first),
-            total_steps=state.total_steps + 1,
-        )
+def _add(c: ReplaySettings, state: ReplayState, frame, action, reward, terminal, is_transition, first) -> ReplayState:
+    """Writes one env step of every environment (all arguments lead with [E])."""
+    chex.assert_shape(frame, (c.num_envs, *c.frame_shape))
+    chex.assert_shape([action, reward, terminal, is_transition, first], (c.num_envs,))
+    slot = state.total_steps % c.ring_steps
 
-    def stack_at(state: ReplayState, step: jax.Array, env: jax.Array) -> jax.Array:
-        """Returns the observations at global steps `step` [B] of envs `env` [B]: [B, *obs_shape]."""
-        slot = step % T
-        if stack == 1:
-            return state.frames[slot, env]
-        slots = [slot]
-        for _ in range(stack - 1):
-            # Walk back one slot unless the current one starts the stack; then repeat it.
-            slot = jnp.where(state.firsts[slot, env], slot, (slot - 1) % T)
-            slots.append(slot)
-        ordered = jnp.stack(slots[::-1], axis=1)  # [B, stack], oldest first
-        return state.frames[ordered, env[:, None]]
+    def put(array, value):
+        return jax.lax.dynamic_update_index_in_dim(array, value.astype(array.dtype), slot, 0)
 
-    def written(state: ReplayState) -> jax.Array:
-        return jnp.minimum(state.total_steps, T)
+    return state.replace(
+        frames=put(state.frames, frame),
+        actions=put(state.actions, action),
+        rewards=put(state.rewards, reward),
+        terminals=put(state.terminals, terminal),
+        is_transition=put(state.is_transition, is_transition),
+        firsts=put(state.firsts, first),
+        total_steps=state.total_steps + 1,
+    )
 
-    def can_sample(state: ReplayState) -> jax.Array:
-        """Returns True when at least one slot has its whole stack and its next `n_step` frames."""
-        return written(state) - stack - n_step + 1 >= 1
 
-    def sample(state: ReplayState, key: jax.Array) -> tuple[Transition, SampleIndex]:
-        """Returns `batch_size` transitions drawn uniformly from the sampleable ones."""
-        count = written(state)
-        oldest = state.total_steps - count
-        candidates = count - stack - n_step + 1  # positions oldest + stack - 1 ... total_steps - 1 - n_step
+def _stack_at(c: ReplaySettings, state: ReplayState, step: jax.Array, env: jax.Array) -> jax.Array:
+    """Returns the observations at global steps `step` [B] of envs `env` [B]: [B, *obs_shape]."""
+    T = c.ring_steps
+    slot = step % T
+    if c.stack == 1:
+        return state.frames[slot, env]
+    slots = [slot]
+    for _ in range(c.stack - 1):
+        # Walk back one slot unless the current one starts the stack; then repeat it.
+        slot = jnp.where(state.firsts[slot, env], slot, (slot - 1) % T)
+        slots.append(slot)
+    ordered = jnp.stack(slots[::-1], axis=1)  # [B, stack], oldest first
+    return state.frames[ordered, env[:, None]]
 
-        def draw(key):
-            step_key, env_key = jax.random.split(key)
-            step = oldest + stack - 1 + jax.random.randint(step_key, (batch_size,), 0, candidates)
-            env = jax.random.randint(env_key, (batch_size,), 0, E)
-            return step, env
 
-        def bad(step, env):
-            return ~state.is_transition[step % T, env]
+def _written(c: ReplaySettings, state: ReplayState) -> jax.Array:
+    return jnp.minimum(state.total_steps, c.ring_steps)
 
-        def redraw(carry):
-            key, step, env, rounds = carry
-            key, draw_key = jax.random.split(key)
-            new_step, new_env = draw(draw_key)
-            retry = bad(step, env)
-            return key, jnp.where(retry, new_step, step), jnp.where(retry, new_env, env), rounds + 1
 
-        def keep_going(carry):
-            _, step, env, rounds = carry
-            return jnp.any(bad(step, env)) & (rounds < MAX_REDRAWS)
+def _can_sample(c: ReplaySettings, state: ReplayState) -> jax.Array:
+    """Returns True when at least one slot has its whole stack and its next `n_step` frames."""
+    return _written(c, state) - c.stack - c.n_step + 1 >= 1
 
-        key, first_key = jax.random.split(key)
-        step, env = draw(first_key)
-        _, step, env, _ = jax.lax.while_loop(keep_going, redraw, (key, step, env, 0))
 
-        reward, discount, steps_summed = n_step_return(state, step, env)
-        transition = Transition(
-            obs_tm1=stack_at(state, step, env),
-            action_tm1=state.actions[step % T, env],
-            reward_t=reward,
-            discount_t=discount,
-            obs_t=stack_at(state, step + steps_summed, env),
-        )
-        return transition, SampleIndex(step=step, env=env)
+def _draw_indices(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns `(step, env)` [B] drawn uniformly from the sampleable slots, reset steps redrawn."""
+    count = _written(c, state)
+    oldest = state.total_steps - count
+    candidates = count - c.stack - c.n_step + 1  # positions oldest + stack - 1 ... total_steps - 1 - n_step
 
-    def n_step_return(state: ReplayState, step: jax.Array, env: jax.Array):
-        """Returns (discounted reward sum [B], bootstrap discount [B], steps summed [B] int32)."""
-        reward = jnp.zeros(step.shape, jnp.float32)
-        discount = jnp.ones(step.shape, jnp.float32)
-        summing = jnp.ones(step.shape, bool)
-        steps_summed = jnp.zeros(step.shape, jnp.int32)
-        for k in range(n_step):
-            slot = (step + k) % T
-            reward = reward + jnp.where(summing, discount * state.rewards[slot, env], 0.0)
-            terminal = state.terminals[slot, env]
-            discount = jnp.where(summing, jnp.where(terminal, 0.0, discount * gamma), discount)
-            steps_summed = steps_summed + summing
-            # Go on only through a real transition of the same episode.
-            if k + 1 < n_step:
-                summing = summing & ~terminal & state.is_transition[(slot + 1) % T, env]
-        return reward, discount, steps_summed
+    def draw(key):
+        step_key, env_key = jax.random.split(key)
+        step = oldest + c.stack - 1 + jax.random.randint(step_key, (c.batch_size,), 0, candidates)
+        env = jax.random.randint(env_key, (c.batch_size,), 0, c.num_envs)
+        return step, env
 
-    return Replay(init, add, sample, can_sample, stack_at, T, E)
+    def bad(step, env):
+        return ~state.is_transition[step % c.ring_steps, env]
+
+    def redraw(carry):
+        key, step, env, rounds = carry
+        key, draw_key = jax.random.split(key)
+        new_step, new_env = draw(draw_key)
+        retry = bad(step, env)
+        return key, jnp.where(retry, new_step, step), jnp.where(retry, new_env, env), rounds + 1
+
+    def keep_going(carry):
+        _, step, env, rounds = carry
+        return jnp.any(bad(step, env)) & (rounds < MAX_REDRAWS)
+
+    key, first_key = jax.random.split(key)
+    step, env = draw(first_key)
+    _, step, env, _ = jax.lax.while_loop(keep_going, redraw, (key, step, env, 0))
+    return step, env
+
+
+def _sample(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tuple[Transition, SampleIndex]:
+    """Returns `batch_size` transitions drawn uniformly from the sampleable ones."""
+    step, env = _draw_indices(c, state, key)
+    reward, discount, steps_summed = _n_step_return(c, state, step, env)
+    transition = Transition(
+        obs_tm1=_stack_at(c, state, step, env),
+        action_tm1=state.actions[step % c.ring_steps, env],
+        reward_t=reward,
+        discount_t=discount,
+        obs_t=_stack_at(c, state, step + steps_summed, env),
+    )
+    return transition, SampleIndex(step=step, env=env)
+
+
+def _n_step_return(c: ReplaySettings, state: ReplayState, step: jax.Array, env: jax.Array):
+    """Returns (discounted reward sum [B], bootstrap discount [B], steps summed [B] int32)."""
+    T = c.ring_steps
+    reward = jnp.zeros(step.shape, jnp.float32)
+    discount = jnp.ones(step.shape, jnp.float32)
+    summing = jnp.ones(step.shape, bool)
+    steps_summed = jnp.zeros(step.shape, jnp.int32)
+    for k in range(c.n_step):
+        slot = (step + k) % T
+        reward = reward + jnp.where(summing, discount * state.rewards[slot, env], 0.0)
+        terminal = state.terminals[slot, env]
+        discount = jnp.where(summing, jnp.where(terminal, 0.0, discount * c.gamma), discount)
+        steps_summed = steps_summed + summing
+        # Go on only through a real transition of the same episode.
+        if k + 1 < c.n_step:
+            summing = summing & ~terminal & state.is_transition[(slot + 1) % T, env]
+    return reward, discount, steps_summed
 
 
 def end_in_flight(state: ReplayState) -> ReplayState:
@@ -247,3 +279,28 @@ def bytes_per_transition(state: ReplayState) -> float:
     leaves = jax.tree.leaves(state)
     total = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
     return total / (state.actions.shape[0] * state.actions.shape[1])
+
+
+def fill_with_random_steps(replay: Replay, state: ReplayState, steps: int, key: jax.Array,
+                           num_actions: int, done_probability: float = 0.01) -> ReplayState:
+    """Returns `state` with `steps` env steps of random frames, actions and dones written (one agent).
+
+    For measuring or testing the learner without an environment: frames are uniform in [0, 255)
+    (integer frames) or standard normal (float frames), every reward is 1, and each step ends an
+    episode with `done_probability` (terminal, never a reset step).
+    """
+    E = replay.num_envs
+    frame_shape, dtype = state.frames.shape[2:], state.frames.dtype
+
+    def add_one(replay_state, step_key):
+        frame_key, action_key, end_key = jax.random.split(step_key, 3)
+        if jnp.issubdtype(dtype, jnp.integer):
+            frame = jax.random.randint(frame_key, (E, *frame_shape), 0, 255).astype(dtype)
+        else:
+            frame = jax.random.normal(frame_key, (E, *frame_shape), dtype)
+        action = jax.random.randint(action_key, (E,), 0, num_actions)
+        terminal = jax.random.uniform(end_key, (E,)) < done_probability
+        return replay.add(replay_state, frame, action, jnp.ones((E,)), terminal, jnp.ones((E,), bool),
+                          jnp.zeros((E,), bool)), None
+
+    return jax.lax.scan(add_one, state, jax.random.split(key, steps))[0]

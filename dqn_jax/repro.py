@@ -22,10 +22,13 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
-from dqn_jax.config import ConfigError, replace_checked, validate
+from dqn_jax import envs
+from dqn_jax.cli import parse_config
+from dqn_jax.config import ConfigError, validate
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import METRICS_FILE, read_metrics
-from dqn_jax.train import fingerprint_rows, parse_config
+from dqn_jax.records import fingerprint_rows
+from dqn_jax.schedule import ChunkSchedule, run_chunks
 
 KEY_FIELDS = ("params_hash", "batch_hash")
 
@@ -36,17 +39,11 @@ def run_fingerprints(config) -> Iterator[tuple[list[dict], dict, int]]:
     `params` is a host copy (NumPy) of the online params [S, ...] at the chunk's end.
     """
     loop = build_loop(config)
-    state = loop.init(agent_keys(config))
-    iterations_per_chunk = max(1, config.chunk_steps // config.num_envs)
-    total_iterations = -(-config.total_steps // config.num_envs)
-    done = 0
-    while done < total_iterations:
-        count = min(iterations_per_chunk, total_iterations - done)
-        start_steps = done * config.num_envs
-        state, records = loop.run_chunk(state, count)
-        done += count
-        params = jax.device_get(state.agents.params)
-        yield fingerprint_rows(config, records, start_steps), params, done * config.num_envs
+    seeds = [envs.agent_seed(config, s) for s in range(config.num_seeds)]
+    E = config.num_envs
+    for chunk in run_chunks(loop, loop.init(agent_keys(config)), ChunkSchedule.for_steps(config, config.total_steps)):
+        rows = fingerprint_rows(chunk.records, seeds, E, chunk.start_iteration * E)
+        yield rows, jax.device_get(chunk.state.agents.params), chunk.end_iteration * E
 
 
 def first_difference(rows_a: list[dict], rows_b: list[dict]) -> tuple[dict, dict] | None:
@@ -155,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--other-seed", type=int, default=None)
         known, rest = parser.parse_known_args(argv)
         config = parse_config(rest)
-        config = validate(replace_checked(config, {"total_steps": known.steps, "progress": False}))
+        config = validate(dataclasses.replace(config, total_steps=known.steps, progress=False))
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,19 +1,20 @@
 """`python -m dqn_jax.train --game=Pong`: train DQN and write a run directory.
 
-The game's preset (`configs/<game>.toml`, else `configs/atari.toml`) sets the defaults; every
-config field can be overridden on the command line (`--seed=3 --total-steps=50000`), and
-`--config=FILE.toml` layers a file of your own between the two.
+The game's preset sets the defaults (`presets.py`); every config field can be overridden on the
+command line (`--seed=3 --total-steps=50000`), and `--config=NAME_OR_FILE` layers an overlay
+between the two (`cli.py`).
+
+`Trainer.run` reads as the run does: chunks of the fused (or host) loop, and after each one the
+phases record → diagnose (maybe halt) → maybe evaluate → maybe checkpoint → maybe stop. Each phase
+is a short method; the trainer's own counters and evaluation record live in one `Bookkeeping`
+that round-trips through checkpoints.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import math
-import signal
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,64 +23,20 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from dqn_jax import checkpoint, envs
-from dqn_jax import config as config_lib
+from dqn_jax import checkpoint, envs, presets
+from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
+from dqn_jax.cli import parse_command
 from dqn_jax.config import Config, ConfigError
-from dqn_jax.diagnostics import History, diagnose
+from dqn_jax.diagnostics import Finding, History, diagnose
 from dqn_jax.evaluate import Evaluator, write_video
-from dqn_jax.fingerprint import as_hex
-from dqn_jax.health import aggregate
-from dqn_jax.loop import StepRecord, agent_keys, build_loop
+from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, RunWriter, read_metrics, write_json_atomic
+from dqn_jax.progress import Progress, StopRequests
+from dqn_jax.records import chunk_rows, eval_rows
+from dqn_jax.schedule import Chunk, ChunkSchedule, run_chunks
 
-
-def parse_config(argv: Sequence[str]) -> Config:
-    """Returns the validated config for a command line (preset, then `--config`, then flags).
-
-    Raises:
-      ConfigError: an unknown game, an unreadable config file or an invalid value.
-    """
-    import tyro
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--game", default=Config.game)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    game = envs.canonical_game(known.game)
-    base = config_lib.preset(game)
-    if known.config:
-        base = dataclasses.replace(config_lib.load_toml(known.config, base), game=game)
-    config = tyro.cli(Config, default=base, args=rest, prog="python -m dqn_jax.train",
-                      description=__doc__.split("\n\n")[0])
-    return config_lib.validate(config)
-
-
-def parse_command(argv: Sequence[str]) -> tuple[Config, Path | None]:
-    """Returns `(config, resume_dir)` for a command line; `--resume=RUN_DIR` continues a run.
-
-    On resume the run's own `config.toml` is the base and flags override it (`--total-steps=N`
-    to train longer).
-
-    Raises:
-      ConfigError: as `parse_config`, or a `--resume` directory that is not a run directory.
-    """
-    import tyro
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--resume", default=None)
-    known, rest = pre.parse_known_args(argv)
-    if known.resume is None:
-        return parse_config(rest), None
-    run_dir = Path(known.resume)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"--resume={run_dir}: no {CONFIG_FILE} there; pass the directory of an earlier run")
-    base = config_lib.load_toml(run_dir / CONFIG_FILE)
-    config = tyro.cli(Config, default=dataclasses.replace(base, run_dir=str(run_dir)), args=rest,
-                      prog="python -m dqn_jax.train --resume=RUN_DIR")
-    if Path(config.run_dir) != run_dir:
-        raise ConfigError("--run-dir cannot be combined with --resume (the run continues in its own directory)")
-    return config_lib.validate(config), run_dir
+RULE_ROW_KINDS = ("train", "eval", "health")  # the rows the health rules read
 
 
 def default_run_dir(config: Config) -> Path:
@@ -88,139 +45,185 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.game}-s{config.seed}-{stamp}"
 
 
-def fingerprint_rows(config: Config, records: StepRecord, chunk_start: int) -> list[dict]:
-    """Returns the `fingerprint` rows of a chunk's stacked records [K, ...] (one per agent per hit).
+class Trainer:
+    """One run: its loop and agents, its bookkeeping, and the sinks it writes to."""
 
-    `chunk_start` is the env-step count before the chunk; iteration k ends at
-    `chunk_start + (k + 1) * num_envs`.
-    """
-    r = jax.tree.map(np.asarray, records)
-    rows = []
-    for k in np.flatnonzero(r.fingerprint):
-        for s in range(config.num_seeds):
-            rows.append({
-                "kind": "fingerprint", "env_steps": chunk_start + (int(k) + 1) * config.num_envs,
-                "seed": envs.agent_seed(config, s), "updates": int(r.updates[k, s]),
-                "params_hash": as_hex(r.params_hash[k, s]), "batch_hash": as_hex(r.batch_hash[k, s]),
-                "params_norm": float(r.params_norm[k, s]),
-            })
-    return rows
+    def __init__(self, config: Config, run_dir: Path, network=None, optimizer=None, resume: bool = False):
+        """Builds (or, with `resume`, restores from the newest checkpoint in `run_dir`) everything a run needs.
 
-
-def train_rows(config: Config, records: StepRecord, env_steps: int, steps_per_sec: float) -> list[dict]:
-    """Returns one `train` row per agent summarising a chunk's stacked records [K, ...]."""
-    r = jax.tree.map(np.asarray, records)
-    learned = r.learned
-    rows = []
-    for s in range(config.num_seeds):
-        row = {"kind": "train", "env_steps": env_steps, "seed": envs.agent_seed(config, s),
-               "epsilon": float(r.epsilon[-1, s]), "steps_per_sec": steps_per_sec}
-        if learned.any():
-            for key in ("loss", "q_mean", "td_abs_mean"):
-                row[key] = float(getattr(r, key)[learned, s].mean())
-            row["learning_rate"] = float(r.learning_rate[learned, s][-1])
+        Raises:
+          CheckpointError: `resume` and the checkpoint is missing, corrupted or from another config.
+        """
+        self.started = time.perf_counter()  # building pools and restoring count as the run's time
+        self.config, self.run_dir = config, run_dir
+        self.seeds = [envs.agent_seed(config, s) for s in range(config.num_seeds)]
+        self.resumed_at = checkpoint.require_latest_step(run_dir) if resume else None
+        self.loop = build_loop(config, network, optimizer, resumed_at=self.resumed_at or 0)
+        if resume:
+            agents, meta, _ = checkpoint.restore_state(run_dir, self.loop.abstract_agents(agent_keys(config)),
+                                                       step=self.resumed_at)
+            self.book = Bookkeeping.from_meta(meta, config.num_seeds, config.num_envs)
+            self.state = self.loop.resume(agents, self.book.iteration)
+            self.history = [r for r in read_metrics(run_dir) if r["kind"] in RULE_ROW_KINDS]
         else:
-            row.update(loss=None, q_mean=None, td_abs_mean=None, learning_rate=None)
-        done = r.episode_done[:, s]
-        row["episodes"] = int(done.sum())
-        if done.any():
-            row["train_return_mean"] = float(r.episode_return[:, s][done].mean())
-            row["train_length_mean"] = float(r.episode_length[:, s][done].mean())
-        rows.append(row)
-    return rows
+            self.book = Bookkeeping.fresh(config.num_seeds, config.num_envs)
+            self.state = self.loop.init(agent_keys(config))
+            self.history = []
+        (run_dir / CONFIG_FILE).write_text(presets.to_toml(config), encoding="utf-8")
+        self.evaluator = Evaluator(config, self.loop.learner.network)
+        self.checkpoints = checkpoint.StateCheckpoints(run_dir, keep=config.keep_checkpoints)
+        self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1)
+        self.progress = Progress(config.total_steps, config.progress)
+        self.halted: str | None = None  # the rule (or `non_finite_loss`) that stopped the run
+        self.stop_signal: str | None = None
+        self.last_checkpoint: Path | None = None
 
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Trains to `total_steps` (or a halt, or a stop signal); returns the summary, as written."""
+        schedule = ChunkSchedule.for_run(self.config)
+        try:
+            with StopRequests() as stop:
+                for chunk in run_chunks(self.loop, self.state, schedule, self.book.iteration):
+                    self.state, self.book.iteration = chunk.state, chunk.end_iteration
+                    losses = self.record(chunk)
+                    if self.halt_if_unhealthy(losses):
+                        break
+                    if schedule.crossed(self.config.eval_every, self.book.evaluated_at, self.book.env_steps):
+                        self.evaluate()
+                    if schedule.crossed(self.config.checkpoint_every, max(self.book.checkpointed_at, 0),
+                                        self.book.env_steps):
+                        self.save_checkpoint()
+                    if stop.signal_name:
+                        self.stop_signal = stop.signal_name
+                        break
+                if self.halted is None:
+                    self.finish()
+        except KeyboardInterrupt:  # a second Ctrl-C: leave now, metrics are flushed below
+            self.stop_signal = "SIGINT (twice)"
+        finally:
+            self.close()
+        return self.summarize(time.perf_counter() - self.started)
 
-def health_rows(config: Config, records: StepRecord, env_steps: int) -> list[dict]:
-    """Returns one `health` row per agent summarising a chunk's stacked records [K, ...]."""
-    r = jax.tree.map(np.asarray, records)
-    learned = r.learned
-    rows = []
-    for s in range(config.num_seeds):
-        row = {"kind": "health", "env_steps": env_steps, "seed": envs.agent_seed(config, s),
-               "updates": int(r.updates[-1, s])}
-        measured = r.health_measured & learned
-        if measured.any():
-            row.update({name: aggregate(name, values[measured, s]) for name, values in r.health.items()})
-        real_steps = int(r.real_steps[:, s].sum())
-        row["env_reward_nonzero"] = float(r.reward_nonzero_steps[:, s].sum() / max(real_steps, 1))
-        row["life_losses"] = int(r.life_losses[:, s].sum())
-        row["life_loss_terminals"] = int(r.life_loss_terminals[:, s].sum())
-        done, truncated = r.episode_done[:, s], r.episode_truncated[:, s] & r.episode_done[:, s]
-        row["episodes"] = int(done.sum())
-        if done.any():
-            lengths, returns = r.episode_length[:, s], r.episode_return[:, s]
-            row["episode_length_mean"] = float(lengths[done].mean())
-            row["episode_length_max"] = int(lengths[done].max())
-            row["truncated_fraction"] = float(truncated.sum() / done.sum())
-            finished = done & ~truncated
-            row["truncated_return_mean"] = float(returns[truncated].mean()) if truncated.any() else None
-            row["finished_return_mean"] = float(returns[finished].mean()) if finished.any() else None
-        rows.append(row)
-    return rows
+    # --- the phases ----------------------------------------------------------------------------
+    def record(self, chunk: Chunk) -> list[float]:
+        """Writes the chunk's rows and moves the progress bar; returns the chunk's mean losses (learned only)."""
+        E = self.config.num_envs
+        rate = (chunk.end_iteration - chunk.start_iteration) * E / chunk.seconds
+        rows = chunk_rows(chunk.records, self.seeds, E, chunk.start_iteration * E, rate)
+        for row in rows.all():
+            self.writer.write(row)
+        self.history += rows.train + rows.health
+        self.progress.update(self.book.env_steps, rate=f"{rate:,.0f}", eps=f"{rows.train[0]['epsilon']:.3f}",
+                             eval=f"{np.mean(self.book.last_eval):.1f}")
+        return [row["loss"] for row in rows.train if row["loss"] is not None]
 
+    def halt_if_unhealthy(self, losses: list[float]) -> bool:
+        """Reports new findings; returns True (and says why) when the run must stop here.
 
-class Progress:
-    """A rich progress bar showing env steps, steps/s, ε and the last evaluation return."""
+        It stops at an error-level finding under `--halt-on=error` (saving a checkpoint unless the
+        state holds NaNs), and always at a non-finite loss (keeping the last good checkpoint).
+        """
+        errors = self.report_findings()
+        if errors and self.config.halt_on == "error":
+            self.halted = errors[0].rule
+            self.progress.log(f"--halt-on=error: stopping at env step {self.book.env_steps:,} on {self.halted}")
+            if self.halted != "non_finite":
+                self.save_checkpoint()
+            return True
+        if not all(math.isfinite(x) for x in losses):
+            self.halted = "non_finite_loss"
+            self.progress.log(f"error: the loss is not finite at env step {self.book.env_steps:,}; stopping. "
+                              f"Last good checkpoint: {self.last_checkpoint or 'none yet'}")
+            return True
+        return False
 
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
+    def report_findings(self) -> list[Finding]:
+        """Runs the health rules; prints and records each new finding once. Returns the error-level ones."""
+        errors = []
+        for seed in self.seeds:
+            for finding in diagnose(History.from_rows(self.config, self.history, seed)):
+                if finding.severity == "error":
+                    errors.append(finding)
+                if (seed, finding.rule) in self.book.reported_findings:
+                    continue
+                self.book.reported_findings.add((seed, finding.rule))
+                self.writer.write(finding.as_row(seed))
+                self.progress.log(("" if len(self.seeds) == 1 else f"seed {seed}: ") + finding.render())
+        return errors
 
-            self.bar = RichProgress(
-                TextColumn("[bold]env steps"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>8} steps/s  ε {task.fields[eps]}  eval {task.fields[eval]}"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, rate="-", eps="-", eval="-")
-            self.bar.start()
+    def evaluate(self) -> None:
+        """Plays the evaluation games, writes `eval` rows, and saves each agent's params at a new best."""
+        config, env_steps = self.config, self.book.env_steps
+        returns, lengths, frames = self.evaluator.run(self.state.agents.params, env_steps,
+                                                      record_agent=0 if config.record_video else None)
+        improved = self.book.record_evaluation(returns, config.eval_return_window)
+        for row in eval_rows(returns, lengths, self.seeds, env_steps, self.book.window_means(),
+                             config.eval_return_window, self.book.best):
+            self.writer.write(row)
+            self.history.append(row)
+        for s in np.flatnonzero(improved):
+            params = jax.tree.map(lambda x, s=s: x[s], self.state.agents.params)
+            checkpoint.save_best_params(self.run_dir, self.seeds[s], params, self.book.best[s], env_steps)
+            if s == 0 and frames:
+                write_video(frames, self.run_dir / "best_eval")
+        last = self.book.last_eval
+        self.progress.log(f"env steps {env_steps:>9,}  eval return {np.mean(last):8.2f}"
+                          + (f"  (seeds: {', '.join(f'{x:.1f}' for x in last)})" if len(last) > 1 else ""))
+        self.progress.update(env_steps, eval=f"{np.mean(last):.1f}")
 
-    def update(self, completed: int, **fields) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed, **fields)
+    def save_checkpoint(self) -> None:
+        """Saves the whole agent state and the bookkeeping (once per env step count)."""
+        if self.book.checkpointed_at == self.book.env_steps:
+            return
+        self.book.checkpointed_at = self.book.env_steps
+        self.last_checkpoint = self.checkpoints.save(self.book.env_steps, self.state.agents, self.book.to_meta())
 
-    def log(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.log(message)
-        else:
-            print(message, flush=True)
+    def finish(self) -> None:
+        """At the end (or a stop signal): a last evaluation unless stopped, and a last checkpoint."""
+        if self.stop_signal is None and self.book.evaluated_at != self.book.env_steps:
+            self.evaluate()
+        self.save_checkpoint()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        """Flushes and closes every sink; after a stop signal, says how to resume."""
+        self.progress.close()
+        self.writer.close()
+        self.checkpoints.close()
+        if self.stop_signal:
+            steps = self.book.env_steps
+            saved = f"checkpoint saved at env step {steps:,}" if self.book.checkpointed_at == steps else "no checkpoint"
+            self.progress.log(f"{self.stop_signal} at env step {steps:,}: metrics flushed, {saved}. "
+                              f"Resume with: python -m dqn_jax.train --resume={self.run_dir}")
 
-
-class StopRequests:
-    """Turns SIGINT / SIGTERM into a request to stop after the current chunk (a second SIGINT exits now)."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopRequests":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+    def summarize(self, wall_seconds: float) -> dict:
+        """Writes `summary.json` (atomically) and returns it."""
+        book, steps = self.book, self.book.env_steps
+        trained = steps - (self.resumed_at or 0)
+        summary = {
+            "game": self.config.game,
+            "final_eval_return": finite_or_none(float(np.mean(book.last_eval))),
+            "best_eval_return": finite_or_none(float(np.mean(book.best))),
+            "env_steps": steps,
+            "wall_seconds": wall_seconds,
+            "steps_per_sec": trained / wall_seconds,
+            "total_steps_per_sec": trained * len(self.seeds) / wall_seconds,
+            "loop": self.loop.mode,
+            "interrupted": self.stop_signal is not None,
+            "stop_signal": self.stop_signal,
+            "halted": self.halted,
+            "resumed_from": self.resumed_at,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "seeds": [{"seed": seed, "final_eval_return": finite_or_none(book.last_eval[s]),
+                       "best_eval_return": finite_or_none(book.best[s])} for s, seed in enumerate(self.seeds)],
+        }
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        return summary
 
 
 def train(config: Config, run_dir: Path | str | None = None, network=None, optimizer=None,
           resume: bool = False) -> dict:
-    """Trains `config.num_seeds` agents and writes the run directory.
-
-    Chunks of `chunk_steps` env steps run as one compiled call; chunks end at every evaluation
-    and checkpoint point. SIGINT / SIGTERM finish the current chunk, save a checkpoint and return.
-    A non-finite loss stops the run without checkpointing the broken state.
+    """Trains `config.num_seeds` agents and writes the run directory; returns the summary.
 
     Args:
       config: a validated config.
@@ -229,199 +232,12 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
       optimizer: an optax transformation to use instead of the config's Adam.
       resume: continue from the newest checkpoint in `run_dir` (metrics are appended).
 
-    Returns:
-      The summary, as written to `summary.json`.
-
     Raises:
       CheckpointError: `resume` and the checkpoint is missing, corrupted or from another config.
     """
-    start = time.perf_counter()
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
-    S, E = config.num_seeds, config.num_envs
-    seeds = [envs.agent_seed(config, s) for s in range(S)]
-    keys = agent_keys(config)
-
-    if resume:
-        resumed_at = checkpoint.require_latest_step(run_dir)
-        loop = build_loop(config, network, optimizer, resumed_at=resumed_at)
-        agents, meta, _ = checkpoint.restore_state(run_dir, loop.abstract_agents(keys), step=resumed_at)
-        state = loop.resume(agents, meta["iteration"])
-        del agents
-    else:
-        resumed_at, meta = None, {}
-        loop = build_loop(config, network, optimizer)
-        state = loop.init(keys)
-    (run_dir / CONFIG_FILE).write_text(config_lib.to_toml(config), encoding="utf-8")
-
-    evaluator = Evaluator(config, loop.learner.network)
-    checkpoints = checkpoint.StateCheckpoints(run_dir, keep=config.keep_checkpoints)
-    writer = RunWriter(run_dir, multi_seed=S > 1)
-    progress = Progress(config.total_steps, config.progress)
-    chunk_iterations = max(1, config.chunk_steps // E)
-    total_iterations = math.ceil(config.total_steps / E)
-    # Trainer bookkeeping, carried across resumes in the checkpoint's JSON record.
-    eval_history: list[list[float]] = meta.get("eval_history", [[] for _ in range(S)])
-    best: list[float] = [(-math.inf if b is None else b) for b in meta.get("best", [None] * S)]
-    last_eval: list[float] = [(math.nan if x is None else x) for x in meta.get("last_eval", [None] * S)]
-    evaluated_at: int = meta.get("evaluated_at", 0)
-    iterations: int = meta.get("iteration", 0)
-    env_steps = iterations * E
-    checkpointed_at = env_steps if resume else -1
-    halted: str | None = None
-    stop_signal: str | None = None
-    last_checkpoint: Path | None = None
-
-    def evaluate(env_steps: int) -> None:
-        nonlocal evaluated_at
-        returns, lengths, frames = evaluator.run(state.agents.params, env_steps,
-                                                 record_agent=0 if config.record_video else None)
-        for s in range(S):
-            eval_history[s] = (eval_history[s] + returns[s].tolist())[-config.eval_return_window:]
-            last_eval[s] = float(returns[s].mean())
-            improved = last_eval[s] > best[s]
-            best[s] = max(best[s], last_eval[s])
-            eval_row = {
-                "kind": "eval", "env_steps": env_steps, "seed": seeds[s],
-                "eval_return_mean": last_eval[s], "eval_return_std": float(returns[s].std()),
-                "eval_return_min": float(returns[s].min()), "eval_return_max": float(returns[s].max()),
-                "eval_episodes": int(returns.shape[1]), "eval_length_mean": float(lengths[s].mean()),
-                f"eval_return_mean{config.eval_return_window}": float(np.mean(eval_history[s])),
-                "best_eval_return": best[s],
-            }
-            writer.write(eval_row)
-            history.append(eval_row)
-            if improved:
-                params = jax.tree.map(lambda x, s=s: x[s], state.agents.params)
-                checkpoint.save_best_params(run_dir, seeds[s], params, best[s], env_steps)
-                if s == 0 and frames:
-                    write_video(frames, run_dir / "best_eval")
-        evaluated_at = env_steps
-        progress.log(f"env steps {env_steps:>9,}  eval return {np.mean(last_eval):8.2f}"
-                     + (f"  (seeds: {', '.join(f'{x:.1f}' for x in last_eval)})" if S > 1 else ""))
-
-    def save_checkpoint() -> None:
-        nonlocal last_checkpoint, checkpointed_at
-        if checkpointed_at == env_steps:
-            return
-        meta = {"env_steps": env_steps, "iteration": iterations, "eval_history": eval_history,
-                "best": [_finite(b) for b in best], "last_eval": [_finite(x) for x in last_eval],
-                "evaluated_at": evaluated_at, "reported_findings": sorted(reported)}
-        last_checkpoint = checkpoints.save(env_steps, state.agents, meta)
-        checkpointed_at = env_steps
-
-    # Rows the health rules read; a resumed run re-reads the ones already written.
-    history = [r for r in read_metrics(run_dir) if r["kind"] in ("train", "eval", "health")] if resume else []
-    reported: set[tuple[int, str]] = set(tuple(x) for x in meta.get("reported_findings", []))
-    config_values = dataclasses.asdict(config)
-
-    def report_findings() -> list:
-        """Runs the health rules; prints and records each new finding once. Returns the error-level ones."""
-        errors = []
-        for s in range(S):
-            for finding in diagnose(History.from_rows(config_values, history, seeds[s])):
-                if finding.severity == "error":
-                    errors.append(finding)
-                if (seeds[s], finding.rule) in reported:
-                    continue
-                reported.add((seeds[s], finding.rule))
-                writer.write(finding.as_row(seeds[s]))
-                progress.log(("" if S == 1 else f"seed {seeds[s]}: ") + finding.render())
-        return errors
-
-    def next_boundary(every: int, done_at: int) -> int:
-        return math.ceil((done_at // every + 1) * every / E) if every else total_iterations
-
-    def crossed(every: int, done_at: int) -> bool:
-        """True when `env_steps` has passed a multiple of `every` that `done_at` had not."""
-        return bool(every) and env_steps // every > done_at // every
-
-    try:
-        with StopRequests() as stop:
-            while iterations < total_iterations:
-                # Chunks end at evaluation and checkpoint points, so both land on exact multiples.
-                count = min(chunk_iterations, total_iterations - iterations,
-                            next_boundary(config.eval_every, evaluated_at) - iterations,
-                            next_boundary(config.checkpoint_every, max(checkpointed_at, 0)) - iterations)
-                count = max(count, 1)
-                chunk_start = time.perf_counter()
-                state, records = loop.run_chunk(state, count)
-                records = jax.device_get(records)  # once: three kinds of rows read it on the host
-                chunk_start_steps = env_steps
-                iterations += count
-                env_steps = iterations * E
-                rate = count * E / (time.perf_counter() - chunk_start)
-                rows = train_rows(config, records, env_steps, rate)
-                for row in fingerprint_rows(config, records, chunk_start_steps) + rows + health_rows(
-                        config, records, env_steps):
-                    writer.write(row)
-                    if row["kind"] != "fingerprint":
-                        history.append(row)
-                errors = report_findings()
-                if errors and config.halt_on == "error":
-                    halted = errors[0].rule
-                    progress.log(f"--halt-on=error: stopping at env step {env_steps:,} on {halted}")
-                    if halted != "non_finite":
-                        save_checkpoint()
-                    break
-                losses = [row["loss"] for row in rows if row["loss"] is not None]
-                if not all(math.isfinite(x) for x in losses):
-                    halted = "non_finite_loss"
-                    progress.log(f"error: the loss is not finite at env step {env_steps:,}; stopping. "
-                                 f"Last good checkpoint: {last_checkpoint or 'none yet'}")
-                    break
-                progress.update(env_steps, rate=f"{rate:,.0f}", eps=f"{rows[0]['epsilon']:.3f}",
-                                eval=f"{np.mean(last_eval):.1f}")
-                if crossed(config.eval_every, evaluated_at):
-                    evaluate(env_steps)
-                    progress.update(env_steps, eval=f"{np.mean(last_eval):.1f}")
-                if crossed(config.checkpoint_every, max(checkpointed_at, 0)):
-                    save_checkpoint()
-                if stop.signal_name:
-                    stop_signal = stop.signal_name
-                    break
-            if halted is None:
-                if stop_signal is None and evaluated_at != env_steps:
-                    evaluate(env_steps)
-                save_checkpoint()
-    except KeyboardInterrupt:  # a second Ctrl-C: leave now, metrics are flushed below
-        stop_signal = "SIGINT (twice)"
-    finally:
-        progress.close()
-        writer.close()
-        checkpoints.close()
-    if stop_signal:
-        saved = f"checkpoint saved at env step {checkpointed_at:,}" if checkpointed_at == env_steps else "no checkpoint"
-        progress.log(f"{stop_signal} at env step {env_steps:,}: metrics flushed, {saved}. "
-                     f"Resume with: python -m dqn_jax.train --resume={run_dir}")
-
-    wall = time.perf_counter() - start
-    per_seed = [
-        {"seed": seeds[s], "final_eval_return": _finite(last_eval[s]), "best_eval_return": _finite(best[s])}
-        for s in range(S)
-    ]
-    summary = {
-        "game": config.game,
-        "final_eval_return": _finite(float(np.mean(last_eval))),
-        "best_eval_return": _finite(float(np.mean(best))),
-        "env_steps": env_steps,
-        "wall_seconds": wall,
-        "steps_per_sec": (env_steps - (resumed_at or 0)) / wall,
-        "total_steps_per_sec": (env_steps - (resumed_at or 0)) * S / wall,
-        "loop": loop.mode,
-        "interrupted": stop_signal is not None,
-        "stop_signal": stop_signal,
-        "halted": halted,
-        "resumed_from": resumed_at,
-        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-        "seeds": per_seed,
-    }
-    write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    return summary
-
-
-def _finite(value: float):
-    return value if math.isfinite(value) else None
+    return Trainer(config, run_dir, network, optimizer, resume).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,22 +1,29 @@
-"""Shared fixtures: strict NumPy rank promotion and a tiny CartPole config."""
+"""Shared fixtures and the speed split: tests under `integration/` are marked `slow`.
+
+`python -m pytest -m "not slow"` runs the unit tests alone (pure, no Atari pool, seconds each);
+`python -m pytest` runs everything, as CI does.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import jax
 import pytest
-
-from dqn_jax import config as config_lib
+from helpers import tiny_cartpole_config
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
-def tiny_cartpole() -> config_lib.Config:
+def tiny_cartpole():
     """A CartPole config that trains for 2,000 env steps in a couple of seconds."""
-    base = config_lib.preset("CartPole")
-    return config_lib.validate(dataclasses.replace(
-        base, total_steps=2_000, num_envs=4, learning_starts=400, batch_size=32, replay_capacity=4_000,
-        eval_every=1_000, eval_episodes=2, chunk_steps=400, hidden_sizes=(16,), target_update_every=20,
-        progress=False))
+    return tiny_cartpole_config()

@@ -9,8 +9,8 @@ import json
 import jax
 import numpy as np
 import pytest
+from helpers import params_after
 
-from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
 from dqn_jax.train import train
 
@@ -39,38 +39,31 @@ def test_tiny_run_writes_the_run_directory(tiny_cartpole, tmp_path):
     assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 
-def _params_after(config, chunks=3):
-    loop = build_loop(config)
-    state = loop.init(agent_keys(config))
-    for _ in range(chunks):
-        state, _ = loop.run_chunk(state, config.chunk_steps // config.num_envs)
-    return jax.device_get(state.agents.params)
-
-
 @functools.lru_cache(maxsize=4)
 def _params_after_once(config):
-    """`_params_after(config)` computed once per test session: for runs that are references, not checks."""
-    return _params_after(config)
+    """`params_after(config)` computed once per test session: for runs that are references, not checks."""
+    return params_after(config)
 
 
 def test_same_seed_same_params_different_seed_different_params(tiny_cartpole):
     a = _params_after_once(tiny_cartpole)
-    b = _params_after(tiny_cartpole)  # a second, fresh run
+    b = params_after(tiny_cartpole)  # a second, fresh run
     c = _params_after_once(dataclasses.replace(tiny_cartpole, seed=1))
     assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
     assert not any(jax.tree.leaves(jax.tree.map(np.array_equal, a, c)))
 
 
 def test_host_loop_matches_fused_loop(tiny_cartpole):
-    fused = _params_after(tiny_cartpole, chunks=2)
-    host = _params_after(dataclasses.replace(tiny_cartpole, loop="host"), chunks=2)
+    two_rounds = dataclasses.replace(tiny_cartpole, train_every=2)  # two updates per vector step, as the preset
+    fused = params_after(two_rounds, chunks=2)
+    host = params_after(dataclasses.replace(two_rounds, loop="host"), chunks=2)
     for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(host), strict=True):
         np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
 
 
 def test_multi_seed_agents_are_independent_repeatable_and_match_single_seed_runs(tiny_cartpole):
     two_seeds = dataclasses.replace(tiny_cartpole, num_seeds=2)
-    both, again = _params_after(two_seeds), _params_after(two_seeds)
+    both, again = params_after(two_seeds), params_after(two_seeds)
     assert jax.tree.all(jax.tree.map(np.array_equal, both, again))
     assert not any(np.array_equal(x[0], x[1]) for x in jax.tree.leaves(both))
     # Agent s computes what a one-seed run with seed + s computes; XLA's CPU kernels for batched

@@ -9,13 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import ConstantQ
 
-from dqn_jax import config as config_lib
+from dqn_jax import presets
+from dqn_jax.config import validate
 from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.schedule import ChunkSchedule, run_chunks
 
 NUM_ENVS = 8
-VECTOR_STEPS = 3_000
-CHECK_EVERY = 250  # vector steps between checks; the ring holds 400, so it wraps 7 times
+VECTOR_STEPS = 2_000
+CHECK_EVERY = 250  # vector steps between checks; the ring holds 400, so it wraps 5 times
 
 
 class RecordingPool:
@@ -50,12 +53,12 @@ class RecordingPool:
 
 
 def test_rebuilt_stacks_equal_envpool_observations_on_breakout():
-    config = config_lib.validate(dataclasses.replace(
-        config_lib.preset("Breakout"),
+    config = validate(dataclasses.replace(
+        presets.preset("Breakout"),
         num_envs=NUM_ENVS, loop="host", replay_capacity=400 * NUM_ENVS, learning_starts=400 * NUM_ENVS,
         batch_size=512, train_every=NUM_ENVS * 10**6,  # never learns: this test is about the data
         epsilon_start=1.0, epsilon_end=1.0, max_episode_steps=200, progress=False))
-    loop = build_loop(config)
+    loop = build_loop(config, network=ConstantQ(num_actions=4))  # ε = 1: acting never needs a real network
     recorder = RecordingPool(loop.pool, keep=CHECK_EVERY + 8)
     loop.pool = recorder
     replay = loop.replay
@@ -64,11 +67,11 @@ def test_rebuilt_stacks_equal_envpool_observations_on_breakout():
     sample = jax.jit(replay.sample)
     checked_stacks = checked_samples = 0
 
-    for chunk in range(VECTOR_STEPS // CHECK_EVERY):
-        state, _ = loop.run_chunk(state, CHECK_EVERY)
-        replay_state = jax.tree.map(lambda x: x[0], state.agents.replay)
+    schedule = ChunkSchedule(NUM_ENVS, chunk_iterations=CHECK_EVERY, total_iterations=VECTOR_STEPS)
+    for chunk in run_chunks(loop, state, schedule):
+        replay_state = jax.tree.map(lambda x: x[0], chunk.state.agents.replay)
         total = int(replay_state.total_steps)
-        assert total == (chunk + 1) * CHECK_EVERY
+        assert total == chunk.end_iteration
 
         # Every slot written in this chunk (the stack's reach included) against EnvPool's obs.
         first_step = max(recorder.start, total - CHECK_EVERY)
@@ -80,7 +83,7 @@ def test_rebuilt_stacks_equal_envpool_observations_on_breakout():
         checked_stacks += len(steps)
 
         # Sampled transitions against what a buffer of whole stacks returns for the same indices.
-        batch, index = sample(replay_state, jax.random.PRNGKey(chunk))
+        batch, index = sample(replay_state, jax.random.PRNGKey(chunk.end_iteration))
         batch = jax.device_get(batch)
         for i, (g, e) in enumerate(zip(np.asarray(index.step), np.asarray(index.env), strict=True)):
             if g < recorder.start:

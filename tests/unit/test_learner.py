@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ import pytest
 
 from dqn_jax.learner import td_error, td_loss
 from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.replay import fill_with_random_steps
 
 Q_TM1 = jnp.array([1.0, 2.0])
 Q_T_TARGET = jnp.array([3.0, 1.0])
@@ -51,11 +54,17 @@ class TDErrorTest(chex.TestCase):
         np.testing.assert_allclose(grads[1], [0.0, 0.0])
 
 
+@functools.lru_cache(maxsize=8)
 def _filled_agent(config):
+    """Returns `(loop, agent)`: one agent (no seed axis) whose replay holds `learning_starts` random env steps.
+
+    Cached per config: the agent is an immutable pytree, so tests can share it.
+    """
     loop = build_loop(config)
-    state = loop.init(agent_keys(config))
-    state, _ = loop.run_chunk(state, config.learning_starts // config.num_envs)
-    return loop, jax.tree.map(lambda x: x[0], state.agents)
+    agent = jax.tree.map(lambda x: x[0], loop.init(agent_keys(config)).agents)
+    replay = jax.jit(fill_with_random_steps, static_argnums=(0, 2, 4))(
+        loop.replay, agent.replay, config.learning_starts // config.num_envs, jax.random.PRNGKey(1), 2)
+    return loop, agent.replace(replay=replay, env_steps=jnp.asarray(config.learning_starts, jnp.int32))
 
 
 def test_target_copied_every_target_update_every_updates(tiny_cartpole):
@@ -119,7 +128,7 @@ def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
         target = batch.reward_t[i] + batch.discount_t[i] * q_target[i][np.argmax(choose)]
         e = target - q_tm1[i][batch.action_tm1[i]]
         expected.append(0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5)
-    _, metrics = loop.learner.update(agent)
+    _, metrics = jax.jit(loop.learner.update)(agent)
     np.testing.assert_allclose(metrics["loss"], np.mean(expected), rtol=1e-5)
 
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import ConstantQ, acting_only
 
-from dqn_jax import checkpoint
-from dqn_jax import config as config_lib
+from dqn_jax import checkpoint, presets
 from dqn_jax.doctor import examine
 from dqn_jax.doctor import main as doctor_main
 from dqn_jax.loop import agent_keys, build_loop
@@ -122,46 +122,24 @@ def test_a_nan_in_the_batch_stops_the_run(health_cartpole, tmp_path):
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(agents.params))
 
 
-def _acting_only(game: str, **changes) -> config_lib.Config:
-    base = config_lib.preset(game)
-    return config_lib.validate(dataclasses.replace(
-        base, total_steps=4_000, num_envs=8, replay_capacity=4_000, learning_starts=4_000, batch_size=32,
-        eval_every=4_000, eval_episodes=1, chunk_steps=800, progress=False, **changes))
-
-
 def test_an_episode_length_exploit(tmp_path):
     # Time limit far below a Pong game's length: every episode ends at the cap, none really ends.
-    train(_acting_only("Pong", max_episode_steps=100), run_dir=tmp_path)
+    train(acting_only("Pong", max_episode_steps=100), run_dir=tmp_path, network=ConstantQ(num_actions=6))
     assert set(findings_of(tmp_path)) == {"episode_length_exploit"}
 
 
 @pytest.mark.parametrize("episodic_life", [False, True])
 def test_life_loss_not_terminal_on_breakout(tmp_path, episodic_life):
-    train(_acting_only("Breakout", episodic_life=episodic_life, max_episode_steps=400), run_dir=tmp_path)
+    train(acting_only("Breakout", episodic_life=episodic_life, max_episode_steps=400), run_dir=tmp_path,
+          network=ConstantQ(num_actions=4))
     found = set(findings_of(tmp_path))
     assert found == (set() if episodic_life else {"life_loss_not_terminal"})
-
-
-def test_reaching_the_time_limit_by_playing_well_is_not_an_exploit():
-    from dqn_jax.diagnostics import History, episode_length_exploit
-
-    def rows(capped_return):
-        early = [{"kind": "health", "env_steps": 1000 * i, "episodes": 4, "truncated_fraction": 0.0,
-                  "finished_return_mean": 200.0, "truncated_return_mean": None} for i in range(1, 4)]
-        late = [{"kind": "health", "env_steps": 1000 * i, "episodes": 2, "truncated_fraction": 1.0,
-                 "finished_return_mean": None, "truncated_return_mean": capped_return,
-                 "episode_length_max": 500} for i in range(4, 8)]
-        return early + late
-
-    assert episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(500.0))) is None  # CartPole solved
-    stalled = episode_length_exploit(History.from_rows({"game": "CartPole"}, rows(150.0)))
-    assert stalled is not None and "no more than the best episode that really ended (200)" in stalled.evidence
 
 
 def test_doctor_reads_a_run_without_health_rows(tmp_path):
     import json
 
-    (tmp_path / "config.toml").write_text(config_lib.to_toml(config_lib.preset("Breakout")))
+    (tmp_path / "config.toml").write_text(presets.to_toml(presets.preset("Breakout")))
     rows = [{"kind": "train", "env_steps": 1000, "seed": 0, "epsilon": 1.0, "loss": None, "learning_rate": None},
             {"kind": "eval", "env_steps": 1000, "seed": 0, "eval_return_mean": 1.5, "eval_return_std": 0.5,
              "eval_episodes": 2}]

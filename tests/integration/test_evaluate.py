@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imageio.v2 as imageio
 import numpy as np
+from helpers import ConstantQ
 
 from dqn_jax.evaluate import write_video
 
@@ -20,15 +21,16 @@ def test_write_video_round_trip(tmp_path):
 def test_record_video_writes_the_best_evaluation_game(tmp_path):
     import dataclasses
 
-    from dqn_jax import config as config_lib
+    from dqn_jax import presets
     from dqn_jax.checkpoint import load_best_params
+    from dqn_jax.config import validate
     from dqn_jax.train import train
 
-    config = config_lib.validate(dataclasses.replace(
-        config_lib.preset("Breakout"), total_steps=800, num_envs=4, replay_capacity=1_000, learning_starts=1_000,
+    config = validate(dataclasses.replace(
+        presets.preset("Breakout"), total_steps=800, num_envs=4, replay_capacity=1_000, learning_starts=1_000,
         batch_size=32, eval_every=800, eval_episodes=1, max_episode_steps=300, chunk_steps=400,
         record_video=True, progress=False))
-    train(config, run_dir=tmp_path)
+    train(config, run_dir=tmp_path, network=ConstantQ(num_actions=4))  # never learns: 800 < learning_starts
     reader = imageio.get_reader(tmp_path / "best_eval.mp4")
     assert reader.count_frames() > 20  # one whole (capped) game
     _, meta = load_best_params(tmp_path, seed=0)

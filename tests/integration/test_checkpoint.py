@@ -9,37 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from helpers import REPO, TINY_FLAGS, run_cli, run_loop
 
 from dqn_jax import checkpoint
-from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.loop import agent_keys
 from dqn_jax.metrics import read_metrics
 from dqn_jax.train import main, train
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_FLAGS = [
-    "--game=CartPole", "--num-envs=4", "--hidden-sizes", "16", "--chunk-steps=400", "--eval-every=2000",
-    "--eval-episodes=2", "--learning-starts=400", "--batch-size=32", "--replay-capacity=4000",
-    "--target-update-every=20", "--fingerprint-every=50", "--no-progress",
-]
-
-
-def _run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "dqn_jax.train", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
-
 
 def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path):
-    loop = build_loop(tiny_cartpole)
+    loop, state = run_loop(tiny_cartpole, chunks=2)  # 800 env steps: learning has started, Adam's moments are non-zero
     keys = agent_keys(tiny_cartpole)
-    state = loop.init(keys)
-    for _ in range(2):  # 800 env steps: learning has started, Adam's moments are non-zero
-        state, _ = loop.run_chunk(state, tiny_cartpole.chunk_steps // tiny_cartpole.num_envs)
     saved = checkpoint.StateCheckpoints(tmp_path, keep=2)
     saved.save(800, state.agents, {"iteration": 200})
     saved.close()
@@ -80,7 +64,7 @@ def test_sigterm_leaves_a_checkpoint_and_resume_continues_from_its_step(tmp_path
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         json.loads(line)  # every line whole: nothing torn by the signal
 
-    resumed = _run_cli(f"--resume={run_dir}", f"--total-steps={stopped_at + 800}")
+    resumed = run_cli("dqn_jax.train", f"--resume={run_dir}", f"--total-steps={stopped_at + 800}")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"] == stopped_at and summary["env_steps"] == stopped_at + 800
@@ -101,7 +85,7 @@ def test_a_truncated_checkpoint_is_one_clear_line_without_traceback(finished_run
     largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
 
-    result = _run_cli(f"--resume={finished_run}", "--total-steps=1600")
+    result = run_cli("dqn_jax.train", f"--resume={finished_run}", "--total-steps=1600")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

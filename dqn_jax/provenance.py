@@ -1,4 +1,4 @@
-"""What every benchmark records beside its numbers: the machine and the library versions."""
+"""Provenance: the machine and the library versions that every benchmark result records beside its numbers."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""Helpers the tests share: tiny configs, running a loop for a few chunks, running the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dqn_jax import presets
+from dqn_jax.config import Config, validate
+from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.schedule import ChunkSchedule, run_chunks
+
+REPO = Path(__file__).resolve().parents[1]
+# The tiny CartPole run as command-line flags (for subprocess tests).
+TINY_FLAGS = [
+    "--game=CartPole", "--num-envs=4", "--train-every=4", "--hidden-sizes", "16", "--chunk-steps=400",
+    "--eval-every=2000", "--eval-episodes=2", "--learning-starts=400", "--batch-size=32", "--replay-capacity=4000",
+    "--target-update-every=20", "--fingerprint-every=50", "--no-progress",
+]
+
+
+class ConstantQ(nn.Module):
+    """Q values that ignore the observation: for runs that never learn, where the network is not the point
+    and a Nature CNN would only cost compilation time."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        bias = self.param("bias", nn.initializers.zeros, (self.num_actions,))
+        return jnp.zeros((obs.shape[0], self.num_actions)) + bias[None]
+
+
+def tiny_cartpole_config() -> Config:
+    """A CartPole config that trains for 2,000 env steps in a couple of seconds.
+
+    One update per vector step of its 4 envs (the preset makes 2): one update round compiles in
+    about half the time, and compilation is most of a tiny run's cost.
+    """
+    return validate(dataclasses.replace(
+        presets.preset("CartPole"), total_steps=2_000, num_envs=4, train_every=4, learning_starts=400,
+        batch_size=32, replay_capacity=4_000, eval_every=1_000, eval_episodes=2, chunk_steps=400,
+        hidden_sizes=(16,), target_update_every=20, progress=False))
+
+
+def acting_only(game: str, **changes) -> Config:
+    """A 4,000-env-step config of `game` that never learns (learning starts at the end)."""
+    return validate(dataclasses.replace(
+        presets.preset(game), total_steps=4_000, num_envs=8, replay_capacity=4_000, learning_starts=4_000,
+        batch_size=32, eval_every=4_000, eval_episodes=1, chunk_steps=800, progress=False, **changes))
+
+
+def run_loop(config: Config, chunks: int, network=None):
+    """Returns `(loop, state)` after `chunks` chunks of `chunk_steps` env steps from a fresh start."""
+    loop = build_loop(config, network)
+    schedule = ChunkSchedule.for_steps(config, chunks * config.chunk_steps)
+    state = loop.init(agent_keys(config))
+    for chunk in run_chunks(loop, state, schedule):
+        state = chunk.state
+    return loop, state
+
+
+def params_after(config: Config, chunks: int = 3):
+    """Returns the online params [S, ...] on the host after `chunks` chunks of training."""
+    return jax.device_get(run_loop(config, chunks)[1].agents.params)
+
+
+def run_cli(module: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Runs `python -m <module> args...` from the repository root; returns the finished process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)

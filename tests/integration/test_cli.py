@@ -1,0 +1,22 @@
+"""The command line as a user meets it: bad input is one `error:` line and a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+from helpers import run_cli
+
+
+def test_cli_config_error_is_one_line_without_traceback():
+    result = run_cli("dqn_jax.train", "--game=CartPole", "--learning-rate=-1", timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: learning_rate = -1.0 is invalid: must be > 0"]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_bad_type_and_unknown_game_are_one_line_each():
+    result = run_cli("dqn_jax.train", "--game=CartPole", "--batch-size=big", timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: command line: Error parsing --batch-size: invalid literal for int() with base 10: 'big'"]
+    result = run_cli("dqn_jax.train", "--game=SpaceInvader", timeout=120)
+    assert result.returncode == 2 and "did you mean SpaceInvaders" in result.stderr
+    assert "Traceback" not in result.stderr

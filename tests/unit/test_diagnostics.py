@@ -1,0 +1,144 @@
+"""Every health rule on synthetic rows: it fires on the failure it names and stays quiet on a healthy history."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dqn_jax import diagnostics, presets
+from dqn_jax import health as H
+from dqn_jax.diagnostics import History, diagnose
+
+CARTPOLE = presets.preset("CartPole")  # gamma 0.995: |Q| <= 200 for rewards of 1
+PONG = presets.preset("Pong")
+
+
+def healthy_health(step: int, **changes) -> dict:
+    """A health row of a learning CartPole agent, with `changes` applied."""
+    row = {"kind": "health", "env_steps": step, "seed": 0, H.UPDATES: step // 2,
+           H.Q_MEAN: 20.0, H.Q_MIN: 5.0, H.Q_MAX: 40.0, H.Q_ZERO_FRACTION: 0.0, H.LOSS: 0.1,
+           H.GRAD_NORM: 1.0, H.OPTIMIZER_STEPS: step // 2, H.BATCH_REWARD_NONZERO: 1.0, H.NONFINITE: 0.0,
+           H.per_layer(H.DEAD_FRACTION, "torso/dense_0"): 0.1, H.ENV_REWARD_NONZERO: 1.0,
+           H.LIFE_LOSSES: 0, H.LIFE_LOSS_TERMINALS: 0, H.EPISODES: 4, H.TRUNCATED_FRACTION: 0.0,
+           H.FINISHED_RETURN_MEAN: 50.0 + step / 100, H.TRUNCATED_RETURN_MEAN: None, H.EPISODE_LENGTH_MAX: 100}
+    return {**row, **changes}
+
+
+def train_row(step: int, learning: bool = True, epsilon: float = 0.5, loss: float | None = 0.1) -> dict:
+    return {"kind": "train", "env_steps": step, "seed": 0, "epsilon": epsilon,
+            "loss": loss if learning else None, "learning_rate": 1e-3 if learning else None}
+
+
+def eval_row(step: int, value: float) -> dict:
+    return {"kind": "eval", "env_steps": step, "seed": 0, "eval_return_mean": value}
+
+
+def history(health=(), train=(), evals=(), config=CARTPOLE) -> History:
+    return History.from_rows(config, [*train, *evals, *health])
+
+
+HEALTHY = history(health=[healthy_health(1000 * i) for i in range(1, 8)],
+                  train=[train_row(1000 * i) for i in range(1, 8)],
+                  evals=[eval_row(1000 * i, 20.0 * i) for i in range(1, 8)])
+
+
+@pytest.mark.parametrize("rule", diagnostics.RULES, ids=lambda rule: rule.__name__)
+def test_no_rule_fires_on_a_healthy_history(rule):
+    assert rule(HEALTHY) is None
+
+
+def fired(rule, h: History):
+    finding = rule(h)
+    assert finding is not None, f"{rule.__name__} did not fire"
+    return finding
+
+
+def with_health(step_from: int, **changes) -> History:
+    """The healthy history with `changes` in every health row from env step `step_from` on."""
+    return dataclasses.replace(HEALTHY, health=[
+        {**r, **changes} if r["env_steps"] >= step_from else r for r in HEALTHY.health])
+
+
+def test_non_finite_from_health_or_from_a_null_loss():
+    assert fired(diagnostics.non_finite, with_health(3000, **{H.NONFINITE: 1.0})).env_steps == 3000
+    nan_loss = dataclasses.replace(HEALTHY, train=[*HEALTHY.train, train_row(8000, loss=None)])
+    nan_loss.train[-1]["learning_rate"] = 1e-3
+    assert fired(diagnostics.non_finite, nan_loss).env_steps == 8000
+
+
+def test_dead_q_head_needs_two_chunks_of_zero_outputs():
+    assert fired(diagnostics.dead_q_head, with_health(6000, **{H.Q_ZERO_FRACTION: 1.0})).env_steps == 6000
+    assert diagnostics.dead_q_head(with_health(7000, **{H.Q_ZERO_FRACTION: 1.0})) is None  # one chunk only
+
+
+def test_dead_layer_names_the_layer_and_needs_it_to_stay_dead():
+    layer = H.per_layer(H.DEAD_FRACTION, "torso/dense_0")
+    finding = fired(diagnostics.dead_layer, with_health(4000, **{layer: 0.97}))
+    assert finding.env_steps == 4000 and "torso/dense_0" in finding.evidence
+    flicker = dataclasses.replace(HEALTHY, health=[
+        {**r, layer: 0.99} if r["env_steps"] == 4000 else r for r in HEALTHY.health])
+    assert diagnostics.dead_layer(flicker) is None
+
+
+def test_reward_signal_empty_is_an_error_when_the_env_pays_and_a_warning_when_it_does_not():
+    zero_batches = with_health(2000, **{H.BATCH_REWARD_NONZERO: 0.0})
+    assert fired(diagnostics.reward_signal_empty, zero_batches).severity == "error"
+    no_reward_at_all = with_health(0, **{H.BATCH_REWARD_NONZERO: 0.0, H.ENV_REWARD_NONZERO: 0.0})
+    assert fired(diagnostics.reward_signal_empty, no_reward_at_all).severity == "warning"
+
+
+def test_optimizer_reset_when_its_step_count_lags_the_updates():
+    assert fired(diagnostics.optimizer_reset, with_health(3000, **{H.OPTIMIZER_STEPS: 1})).env_steps == 3000
+
+
+def test_q_divergence_against_the_bound_the_rewards_allow():
+    # CartPole: r <= 1, gamma 0.995 -> 200; ten times that is 2,000.
+    assert diagnostics.q_divergence(with_health(5000, **{H.Q_MAX: 1_900.0})) is None
+    assert fired(diagnostics.q_divergence, with_health(5000, **{H.Q_MAX: 2_100.0})).env_steps == 5000
+    unclipped = dataclasses.replace(with_health(5000, **{H.Q_MAX: 1e6}),
+                                    config=dataclasses.replace(PONG, reward_clip=False))
+    assert diagnostics.q_divergence(unclipped) is None  # unclipped Atari rewards: no bound known
+
+
+def test_exploding_gradients_against_their_early_value():
+    assert fired(diagnostics.exploding_gradients, with_health(6000, **{H.GRAD_NORM: 5e3})).env_steps == 6000
+    assert diagnostics.exploding_gradients(with_health(6000, **{H.GRAD_NORM: 500.0})) is None
+
+
+def test_vanishing_gradients_with_a_loss_still_to_fit():
+    assert fired(diagnostics.vanishing_gradients, with_health(3000, **{H.GRAD_NORM: 0.0})).env_steps == 3000
+    assert diagnostics.vanishing_gradients(with_health(3000, **{H.GRAD_NORM: 0.0, H.LOSS: 0.0})) is None
+
+
+def test_episode_length_exploit_unless_capped_episodes_score_more():
+    def capped(capped_return):
+        return with_health(4000, **{H.TRUNCATED_FRACTION: 1.0, H.TRUNCATED_RETURN_MEAN: capped_return,
+                                    H.FINISHED_RETURN_MEAN: None, H.EPISODE_LENGTH_MAX: 500})
+
+    assert diagnostics.episode_length_exploit(capped(500.0)) is None  # CartPole solved: reaching 500 is success
+    stalled = fired(diagnostics.episode_length_exploit, capped(40.0))
+    assert "no more than the best episode that really ended (80)" in stalled.evidence
+
+
+def test_life_loss_not_terminal():
+    assert fired(diagnostics.life_loss_not_terminal, with_health(2000, **{H.LIFE_LOSSES: 3})).env_steps == 2000
+    assert diagnostics.life_loss_not_terminal(with_health(2000, **{H.LIFE_LOSSES: 3, H.LIFE_LOSS_TERMINALS: 3})) is None
+
+
+def test_epsilon_floor_before_learning():
+    early_floor = dataclasses.replace(
+        HEALTHY, train=[train_row(1000, learning=False, epsilon=0.04), train_row(2000, epsilon=0.04)])
+    assert fired(diagnostics.epsilon_floor_before_learning, early_floor).env_steps == 2000
+
+
+def test_no_learning_progress_after_five_flat_evaluations():
+    flat = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0) for i in range(1, 6)])
+    assert fired(diagnostics.no_learning_progress, flat).env_steps == 5000
+    assert diagnostics.no_learning_progress(dataclasses.replace(flat, eval=flat.eval[:4])) is None
+
+
+def test_diagnose_reports_the_cause_not_its_consequences():
+    both = with_health(3000, **{H.NONFINITE: 1.0, H.Q_MAX: 1e9, H.GRAD_NORM: 1e9})
+    assert [f.rule for f in diagnose(both)] == ["non_finite"]
+    assert diagnose(HEALTHY) == []
