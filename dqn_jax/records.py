@@ -171,8 +171,8 @@ def health_rows(records: StepRecord, seeds: list[int], env_steps: int) -> list[d
 
 def chunk_rows(records: StepRecord, seeds: list[int], num_envs: int, chunk_start: int,
                steps_per_sec: float) -> ChunkRows:
-    """Returns the rows of a chunk of `K` iterations from its records, copied to the host once."""
-    records = jax.tree.map(np.asarray, jax.device_get(records))
+    """Returns the rows of a chunk of `K` iterations from its records (host arrays, as `run_chunks` yields)."""
+    records = jax.tree.map(np.asarray, records)
     env_steps = chunk_start + records.learn.learned.shape[0] * num_envs
     return ChunkRows(fingerprint_rows(records, seeds, num_envs, chunk_start),
                      train_rows(records, seeds, env_steps, steps_per_sec),
