@@ -31,6 +31,8 @@ class Bookkeeping:
     evaluated_at: int = 0  # env steps at the latest evaluation
     checkpointed_at: int = -1  # env steps at the latest state checkpoint (-1: none)
     reported_findings: set[tuple[int, str]] = dataclasses.field(default_factory=set)  # (seed, rule)
+    wall_seconds_before: float = 0.0  # wall-clock seconds spent by the processes before a resume
+    target_reached: list[dict | None] = dataclasses.field(default_factory=list)  # per agent, see reach_target
 
     @property
     def env_steps(self) -> int:
@@ -40,7 +42,8 @@ class Bookkeeping:
     @classmethod
     def fresh(cls, num_seeds: int, num_envs: int) -> "Bookkeeping":
         """Returns the bookkeeping of a run that has not started."""
-        return cls(num_envs, 0, [[] for _ in range(num_seeds)], [-math.inf] * num_seeds, [math.nan] * num_seeds)
+        return cls(num_envs, 0, [[] for _ in range(num_seeds)], [-math.inf] * num_seeds, [math.nan] * num_seeds,
+                   target_reached=[None] * num_seeds)
 
     @classmethod
     def from_meta(cls, meta: dict, num_seeds: int, num_envs: int) -> "Bookkeeping":
@@ -54,11 +57,14 @@ class Bookkeeping:
             evaluated_at=int(meta.get("evaluated_at", 0)),
             checkpointed_at=int(meta["iteration"]) * num_envs,
             reported_findings={tuple(x) for x in meta.get("reported_findings", [])},
+            wall_seconds_before=float(meta.get("wall_seconds", 0.0)),
+            target_reached=meta.get("target_reached", [None] * num_seeds),
         )
 
-    def to_meta(self) -> dict:
-        """Returns the JSON record saved with a state checkpoint."""
+    def to_meta(self, wall_seconds: float) -> dict:
+        """Returns the JSON record saved with a state checkpoint; `wall_seconds`: the run's time so far."""
         return {"env_steps": self.env_steps, "iteration": self.iteration, "eval_history": self.eval_history,
+                "wall_seconds": wall_seconds, "target_reached": self.target_reached,
                 "best": [finite_or_none(b) for b in self.best],
                 "last_eval": [finite_or_none(x) for x in self.last_eval],
                 "evaluated_at": self.evaluated_at, "reported_findings": sorted(self.reported_findings)}
@@ -73,6 +79,14 @@ class Bookkeeping:
             self.best[s] = max(self.best[s], self.last_eval[s])
         self.evaluated_at = self.env_steps
         return improved
+
+    def reach_target(self, target: float, wall_seconds: float) -> bool:
+        """Notes, for each agent whose latest evaluation return is at least `target` for the first
+        time, `{"env_steps", "wall_seconds"}`; returns True once every agent has reached it."""
+        for s, value in enumerate(self.last_eval):
+            if self.target_reached[s] is None and value >= target:
+                self.target_reached[s] = {"env_steps": self.env_steps, "wall_seconds": round(wall_seconds, 2)}
+        return all(reached is not None for reached in self.target_reached)
 
     def window_means(self) -> list[float]:
         """Returns each agent's mean over its latest evaluation episodes (the `eval_return_mean<window>` field)."""

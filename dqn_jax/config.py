@@ -147,6 +147,13 @@ class Config:
     """Write a hash of the online params and of the sampled batch every this many updates (updates)."""
     progress: bool = True
     """Show a progress bar on the console."""
+    target_return: float = math.inf
+    """Stop once every agent's evaluation return (the mean over one evaluation's episodes) has
+    reached this; the summary records the env steps and wall-clock seconds at which each agent
+    first reached it (return; inf = train to `total_steps`)."""
+    time_limit_minutes: float = 0.0
+    """Stop before this much wall-clock time has passed, saving a checkpoint first, as SIGTERM
+    would; resume with `--resume=RUN_DIR` (minutes, counted from the start of this process; 0 = none)."""
     halt_on: Literal["never", "error"] = "never"
     """`error`: stop the run (checkpoint and metrics saved) at the first error-level health finding.
     A non-finite loss always stops the run."""
@@ -227,6 +234,10 @@ def _check_ranges(c: Config) -> None:
             _fail(c, name, "must be a probability in [0, 1]")
     if not c.hidden_sizes or min(c.hidden_sizes) < 1:
         _fail(c, "hidden_sizes", "must list at least one positive layer width")
+    if math.isnan(c.target_return):
+        _fail(c, "target_return", "must be a number (inf: no target)")
+    if not (math.isfinite(c.time_limit_minutes) and c.time_limit_minutes >= 0):
+        _fail(c, "time_limit_minutes", "must be a finite number >= 0 (0: no limit)")
     if c.noop_max < 1:
         _fail(c, "noop_max", "must be >= 1 (EnvPool crashes on reset with 0 no-ops)")
 

@@ -53,6 +53,9 @@ def versions() -> dict:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = None
+    if os.environ.get("DQN_JAX_COMMIT"):  # a copy of the tree without .git (the GPU machine's)
+        found["dqn_jax_commit"] = os.environ["DQN_JAX_COMMIT"]
+        return found
     try:
         found["dqn_jax_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
@@ -62,11 +65,12 @@ def versions() -> dict:
     return found
 
 
-def write_result(path: Path | str, payload: dict) -> None:
+def write_result(path: Path | str, payload: dict, quiet: bool = False) -> None:
     """Writes `payload` with `machine`, `versions` and `date` added, as indented JSON."""
     payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": machine(), "versions": versions(), **payload}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")

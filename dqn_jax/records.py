@@ -180,11 +180,13 @@ def chunk_rows(records: StepRecord, seeds: list[int], num_envs: int, chunk_start
 
 
 def eval_rows(returns: np.ndarray, lengths: np.ndarray, seeds: list[int], env_steps: int,
-              window_means: list[float], window: int, best: list[float]) -> list[dict]:
+              window_means: list[float], window: int, best: list[float], wall_seconds: float) -> list[dict]:
     """Returns one `eval` row per agent for returns and lengths [S, episodes] of one evaluation.
 
     `window_means` are the rolling means over the latest `window` evaluation episodes and `best`
-    the best mean evaluation return so far, one per agent.
+    the best mean evaluation return so far, one per agent; `wall_seconds` is the run's wall-clock
+    time at this evaluation (building pools and compiling included, earlier processes of a resumed
+    run included).
     """
     return [{
         "kind": "eval", "env_steps": env_steps, "seed": seed,
@@ -192,4 +194,5 @@ def eval_rows(returns: np.ndarray, lengths: np.ndarray, seeds: list[int], env_st
         "eval_return_min": float(returns[s].min()), "eval_return_max": float(returns[s].max()),
         "eval_episodes": int(returns.shape[1]), "eval_length_mean": float(lengths[s].mean()),
         f"eval_return_mean{window}": float(window_means[s]), BEST_EVAL_RETURN: best[s],
+        "wall_seconds": round(wall_seconds, 2),
     } for s, seed in enumerate(seeds)]

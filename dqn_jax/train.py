@@ -75,7 +75,8 @@ class Trainer:
         self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1)
         self.progress = Progress(config.total_steps, config.progress)
         self.halted: str | None = None  # the rule (or `non_finite_loss`) that stopped the run
-        self.stop_signal: str | None = None
+        self.stop_signal: str | None = None  # the signal (or `time_limit_minutes`) that ended the run early
+        self.reached_target = False
         self.last_checkpoint: Path | None = None
 
     # --- the run -------------------------------------------------------------------------------
@@ -91,11 +92,13 @@ class Trainer:
                         break
                     if schedule.crossed(self.config.eval_every, self.book.evaluated_at, self.book.env_steps):
                         self.evaluate()
+                        if self.reached_target:
+                            break
                     if schedule.crossed(self.config.checkpoint_every, max(self.book.checkpointed_at, 0),
                                         self.book.env_steps):
                         self.save_checkpoint()
-                    if stop.signal_name:
-                        self.stop_signal = stop.signal_name
+                    if stop.signal_name or self.out_of_time(chunk.seconds):
+                        self.stop_signal = stop.signal_name or "time_limit_minutes"
                         break
                 if self.halted is None:
                     self.finish()
@@ -158,8 +161,10 @@ class Trainer:
         returns, lengths, frames = self.evaluator.run(self.state.agents.params, env_steps,
                                                       record_agent=0 if config.record_video else None)
         improved = self.book.record_evaluation(returns, config.eval_return_window)
+        wall_seconds = self.wall_seconds()
+        self.reached_target = self.book.reach_target(config.target_return, wall_seconds)
         for row in eval_rows(returns, lengths, self.seeds, env_steps, self.book.window_means(),
-                             config.eval_return_window, self.book.best):
+                             config.eval_return_window, self.book.best, wall_seconds):
             self.writer.write(row)
             self.history.append(row)
         for s in np.flatnonzero(improved):
@@ -171,13 +176,25 @@ class Trainer:
         self.progress.log(f"env steps {env_steps:>9,}  eval return {np.mean(last):8.2f}"
                           + (f"  (seeds: {', '.join(f'{x:.1f}' for x in last)})" if len(last) > 1 else ""))
         self.progress.update(env_steps, eval=f"{np.mean(last):.1f}")
+        if self.reached_target:
+            self.progress.log(f"every agent reached the target return {config.target_return:g}: stopping")
+
+    def wall_seconds(self) -> float:
+        """Returns the run's wall-clock seconds so far, those of the processes before a resume included."""
+        return self.book.wall_seconds_before + time.perf_counter() - self.started
+
+    def out_of_time(self, chunk_seconds: float) -> bool:
+        """True when another chunk like the last would end past `time_limit_minutes`."""
+        limit = self.config.time_limit_minutes * 60
+        return limit > 0 and time.perf_counter() - self.started + chunk_seconds >= limit
 
     def save_checkpoint(self) -> None:
         """Saves the whole agent state and the bookkeeping (once per env step count)."""
         if self.book.checkpointed_at == self.book.env_steps:
             return
         self.book.checkpointed_at = self.book.env_steps
-        self.last_checkpoint = self.checkpoints.save(self.book.env_steps, self.state.agents, self.book.to_meta())
+        meta = self.book.to_meta(self.wall_seconds())
+        self.last_checkpoint = self.checkpoints.save(self.book.env_steps, self.state.agents, meta)
 
     def finish(self) -> None:
         """At the end (or a stop signal): a last evaluation unless stopped, and a last checkpoint."""
@@ -214,8 +231,11 @@ class Trainer:
             "halted": self.halted,
             "resumed_from": self.resumed_at,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "target_return": finite_or_none(self.config.target_return),
+            "run_wall_seconds": self.wall_seconds(),
             "seeds": [{"seed": seed, "final_eval_return": finite_or_none(book.last_eval[s]),
-                       "best_eval_return": finite_or_none(book.best[s])} for s, seed in enumerate(self.seeds)],
+                       "best_eval_return": finite_or_none(book.best[s]),
+                       "target_reached": book.target_reached[s]} for s, seed in enumerate(self.seeds)],
         }
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         return summary

@@ -83,3 +83,20 @@ def test_multi_seed_run_directory(tiny_cartpole, tmp_path):
         assert {row["seed"] for row in rows if row["kind"] == kind} == {10, 11, 12}
     finals = [s["final_eval_return"] for s in summary["seeds"]]
     assert summary["final_eval_return"] == pytest.approx(np.mean(finals))
+
+
+def test_target_return_stops_once_every_agent_reaches_it(tiny_cartpole, tmp_path):
+    config = dataclasses.replace(tiny_cartpole, num_seeds=2, target_return=8.0)  # CartPole lasts >= 8 steps
+    summary = train(config, run_dir=tmp_path)
+    assert summary["env_steps"] == 1_000 and not summary["interrupted"]  # the first evaluation, not 2,000
+    (first_eval, _) = read_metrics(tmp_path, "eval")[:2]
+    for seed_summary in summary["seeds"]:
+        assert seed_summary["target_reached"] == {"env_steps": 1_000,
+                                                  "wall_seconds": first_eval["wall_seconds"]}
+    assert 0 < first_eval["wall_seconds"] <= summary["run_wall_seconds"]
+
+
+def test_time_limit_stops_after_a_chunk_with_a_checkpoint(tiny_cartpole, tmp_path):
+    summary = train(dataclasses.replace(tiny_cartpole, time_limit_minutes=1e-4), run_dir=tmp_path)
+    assert summary["stop_signal"] == "time_limit_minutes" and summary["interrupted"]
+    assert summary["env_steps"] == 400 and summary["checkpoint"].endswith("400")

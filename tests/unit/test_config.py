@@ -76,6 +76,8 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--batch-size=big"], "command line: Error parsing --batch-size"),
     (["--loss=hub"], "invalid choice 'hub' for argument '--loss'"),
     (["--config=no_such_overlay"], "config file no_such_overlay does not exist (shipped overlays: "),
+    (["--time-limit-minutes=-5"], "time_limit_minutes = -5.0 is invalid: must be a finite number >= 0"),
+    (["--target-return=nan"], "target_return = nan is invalid: must be a number"),
 ])
 def test_invalid_values_name_field_value_and_fix(args, message):
     with pytest.raises(ConfigError) as caught:

@@ -54,11 +54,18 @@ def test_bookkeeping_round_trips_through_a_checkpoints_json_meta():
     assert book.record_evaluation(np.array([[4.0, 4.0], [1.0, 1.0]]), window=3) == [True, False]
     assert book.eval_history == [[3.0, 4.0, 4.0], [5.0, 1.0, 1.0]] and book.best == [4.0, 5.0]
     book.reported_findings.add((1, "dead_layer"))
-    meta = json.loads(json.dumps(book.to_meta()))  # what orbax's JsonSave keeps
+    assert book.reach_target(4.0, wall_seconds=30.0) is False  # agent 1's latest return is 1.0
+    assert book.target_reached == [{"env_steps": 1_000, "wall_seconds": 30.0}, None]
+    meta = json.loads(json.dumps(book.to_meta(wall_seconds=42.0)))  # what orbax's JsonSave keeps
     restored = Bookkeeping.from_meta(meta, num_seeds=2, num_envs=4)
     assert restored == Bookkeeping(4, 250, book.eval_history, book.best, book.last_eval, 1_000, 1_000,
-                                   {(1, "dead_layer")})
-    fresh = Bookkeeping.from_meta(json.loads(json.dumps(Bookkeeping.fresh(2, 4).to_meta())), 2, 4)
+                                   {(1, "dead_layer")}, 42.0, book.target_reached)
+    restored.iteration = 500
+    restored.record_evaluation(np.array([[0.0, 0.0], [4.0, 6.0]]), window=3)
+    assert restored.reach_target(4.0, wall_seconds=50.0) is True  # agent 0 keeps its first time
+    assert restored.target_reached == [{"env_steps": 1_000, "wall_seconds": 30.0},
+                                       {"env_steps": 2_000, "wall_seconds": 50.0}]
+    fresh = Bookkeeping.from_meta(json.loads(json.dumps(Bookkeeping.fresh(2, 4).to_meta(0.0))), 2, 4)
     assert fresh.best == [-math.inf, -math.inf] and all(math.isnan(x) for x in fresh.last_eval)
 
 
@@ -96,7 +103,7 @@ def test_chunk_rows_from_records():
 
 
 def test_eval_rows():
-    (row,) = eval_rows(np.array([[1.0, 3.0]]), np.array([[10, 30]]), [5], 2_000, [2.5], 50, [4.0])
+    (row,) = eval_rows(np.array([[1.0, 3.0]]), np.array([[10, 30]]), [5], 2_000, [2.5], 50, [4.0], 12.5)
     assert row == {"kind": "eval", "env_steps": 2_000, "seed": 5, "eval_return_mean": 2.0, "eval_return_std": 1.0,
                    "eval_return_min": 1.0, "eval_return_max": 3.0, "eval_episodes": 2, "eval_length_mean": 20.0,
-                   "eval_return_mean50": 2.5, "best_eval_return": 4.0}
+                   "eval_return_mean50": 2.5, "best_eval_return": 4.0, "wall_seconds": 12.5}
