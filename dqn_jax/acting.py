@@ -11,11 +11,14 @@ from dqn_jax.config import Config
 
 
 def epsilon_schedule(config: Config) -> optax.Schedule:
-    """Returns ε as a function of env steps: `epsilon_start` → `epsilon_end` linearly, then flat."""
+    """Returns ε as a function of env steps: `epsilon_start` → `epsilon_end` linearly over
+    `epsilon_decay_steps`, then flat; the decay starts at env step 0, or, with
+    `epsilon_hold_until_learning`, at `learning_starts` (ε = `epsilon_start` until then)."""
     return optax.linear_schedule(
         init_value=config.epsilon_start,
         end_value=config.epsilon_end,
         transition_steps=max(1, config.epsilon_decay_steps),
+        transition_begin=config.learning_starts if config.epsilon_hold_until_learning else 0,
     )
 
 

@@ -116,7 +116,11 @@ class Config:
     epsilon_end: float = 0.1
     """Exploration rate after `epsilon_decay_steps` (probability)."""
     epsilon_decay_steps: int = 250_000
-    """Length of the linear exploration decay (env steps; 250,000 = 1M frames, counted from env step 0)."""
+    """Length of the linear exploration decay (env steps; 250,000 = 1M frames). It counts from env
+    step 0, so the random steps before `learning_starts` use part of it; DeepMind's released DQN
+    code (deepmind/dqn, `run_gpu`: `eps_endt` = the replay size, 1M) anneals over 1M agent steps."""
+    epsilon_hold_until_learning: bool = False
+    """Hold ε at `epsilon_start` until `learning_starts`, then decay (Dopamine's convention)."""
 
     # --- evaluation, logging, run directory ------------------------------------------------
     eval_every: int = 10_000
@@ -125,6 +129,14 @@ class Config:
     """Episodes per evaluation, one per evaluation environment (count)."""
     eval_epsilon: float = 0.05
     """Exploration rate during evaluation (probability)."""
+    eval_max_episode_steps: int = 27_000
+    """Atari evaluation games are cut (counted in `eval_truncated`) after this many env steps:
+    27,000 = 108,000 frames = 30 minutes of play, as in training; Nature's evaluation stopped at
+    5 minutes = 18,000 frames = 4,500 env steps (env steps)."""
+    final_eval_episodes: int = 30
+    """At the end of a run, each agent's best params play this many fresh games; the summary's
+    `best_params_return` is their mean (`max_eval_return`, the best evaluation itself, is a maximum
+    of noisy means and biased upward) (count; 0 = skip)."""
     eval_return_window: int = 50
     """`eval_return_mean50`: rolling mean over this many of the latest evaluation episodes (count)."""
     record_video: bool = False
@@ -196,12 +208,18 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 
 _POSITIVE = (
     "num_seeds total_steps num_envs batch_size train_every target_update_every replay_capacity eval_every "
-    "eval_episodes eval_return_window chunk_steps keep_checkpoints fingerprint_every health_every n_step "
-    "max_episode_steps"
+    "eval_episodes eval_max_episode_steps eval_return_window chunk_steps keep_checkpoints fingerprint_every "
+    "health_every n_step max_episode_steps"
 ).split()
-_NON_NEGATIVE = ("learning_starts epsilon_decay_steps learning_rate_decay_start learning_rate_decay_steps "
-                 "env_threads checkpoint_every").split()
+_NON_NEGATIVE = ("final_eval_episodes learning_starts epsilon_decay_steps learning_rate_decay_start "
+                 "learning_rate_decay_steps env_threads checkpoint_every").split()
 _PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability")
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = INT32_MAX  # agents' seeds are seed ... seed + num_seeds - 1, each a 32-bit PRNG seed
+MAX_N_STEP = 64  # the n-step return unrolls one replay gather per step into the compiled update
+MAX_LAYER_WIDTH = 65_536
+MAX_ENVS = 16_384  # EnvPool environments in one pool (training: num_seeds x num_envs)
 
 
 def _fail(config: Config, field: str, allowed: str):
@@ -234,10 +252,31 @@ def _check_ranges(c: Config) -> None:
             _fail(c, name, "must be a probability in [0, 1]")
     if not c.hidden_sizes or min(c.hidden_sizes) < 1:
         _fail(c, "hidden_sizes", "must list at least one positive layer width")
+    for field in dataclasses.fields(c):
+        value = getattr(c, field.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and field.name != "target_return" and not abs(value) <= FLOAT32_MAX:
+            _fail(c, field.name, "must be a finite number (within float32's range)")
+        if isinstance(value, int) and value > INT32_MAX:
+            _fail(c, field.name, f"must be at most {INT32_MAX:,} (counters in the compiled loop are 32-bit)")
     if math.isnan(c.target_return):
         _fail(c, "target_return", "must be a number (inf: no target)")
     if not (math.isfinite(c.time_limit_minutes) and c.time_limit_minutes >= 0):
         _fail(c, "time_limit_minutes", "must be a finite number >= 0 (0: no limit)")
+    if not 0 <= c.seed <= MAX_SEED - c.num_seeds + 1:
+        _fail(c, "seed", f"must be in [0, {MAX_SEED - c.num_seeds + 1:,}]: the agents' seeds are seed … "
+                         "seed + num_seeds - 1, each a non-negative 32-bit integer")
+    if c.n_step > MAX_N_STEP:
+        _fail(c, "n_step", f"must be at most {MAX_N_STEP}: each step of the return is unrolled into the "
+                           "compiled update (1 to 10 is usual)")
+    if c.hidden_sizes and max(c.hidden_sizes) > MAX_LAYER_WIDTH:
+        _fail(c, "hidden_sizes", f"layers wider than {MAX_LAYER_WIDTH:,} units are refused (a typo?)")
+    for name, per_agent in (("num_envs", c.num_envs), ("eval_episodes", c.eval_episodes),
+                            ("final_eval_episodes", c.final_eval_episodes)):
+        if c.num_seeds * per_agent > MAX_ENVS:
+            _fail(c, name, f"× num_seeds ({c.num_seeds}) = {c.num_seeds * per_agent:,} environments in one pool, "
+                           f"over the limit of {MAX_ENVS:,}; train fewer seeds per program")
     if c.noop_max < 1:
         _fail(c, "noop_max", "must be >= 1 (EnvPool crashes on reset with 0 no-ops)")
 
@@ -255,6 +294,11 @@ def _check_relations(c: Config) -> None:
         _fail(c, "batch_size", f"must not exceed replay_capacity ({c.replay_capacity})")
     if c.learning_starts < c.batch_size:
         _fail(c, "learning_starts", f"must be at least batch_size ({c.batch_size}) so a first batch exists")
+    first_sample = (c.frame_stack + c.n_step + 1) * c.num_envs
+    if c.learning_starts < first_sample:
+        _fail(c, "learning_starts", f"must be at least {first_sample:,} = (frame_stack {c.frame_stack} + n_step "
+                                    f"{c.n_step} + 1) × num_envs {c.num_envs}: before that no env has a whole "
+                                    "stack and its next n_step steps stored, and updates would sample empty slots")
     if c.learning_starts > c.replay_capacity:
         _fail(c, "learning_starts", f"must not exceed replay_capacity ({c.replay_capacity})")
     if c.is_atari and c.torso != "nature_cnn":

@@ -66,7 +66,7 @@ def _make(config: Config, num_envs: int, seeds: list[int], evaluation: bool):
             repeat_action_probability=config.repeat_action_probability,
             full_action_space=config.full_action_space,
             noop_max=config.noop_max,
-            max_episode_steps=config.max_episode_steps,
+            max_episode_steps=config.eval_max_episode_steps if evaluation else config.max_episode_steps,
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gymnasium's Box precision notes for CartPole
@@ -86,11 +86,15 @@ def make_train_pool(config: Config, resumed_at: int = 0):
     return _make(config, config.num_seeds * config.num_envs, seeds, evaluation=False)
 
 
-def make_eval_pool(config: Config):
-    """Returns the evaluation pool: `num_seeds * eval_episodes` envs, raw rewards, whole games."""
+def make_eval_pool(config: Config, stream: int = 1):
+    """Returns the evaluation pool: `num_seeds * eval_episodes` envs, raw rewards, whole games.
+
+    `stream` 1 seeds the evaluations during training; `python -m dqn_jax.evaluate` uses 2, so its
+    games are not the ones the run was evaluated (and its best params chosen) on.
+    """
     seeds = []
     for agent in range(config.num_seeds):
-        seeds += env_seeds(agent_seed(config, agent), config.eval_episodes, stream=1)
+        seeds += env_seeds(agent_seed(config, agent), config.eval_episodes, stream=stream)
     return _make(config, config.num_seeds * config.eval_episodes, seeds, evaluation=True)
 
 

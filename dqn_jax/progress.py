@@ -13,20 +13,20 @@ class Progress:
         self.bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
             from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(
                 TextColumn("[bold]env steps"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]:>8} steps/s  ε {task.fields[eps]}  eval {task.fields[eval]}"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[eta]}"),
                 console=Console(log_path=False),  # no "train.py:185" at the right margin of every line
             )
-            self.task = self.bar.add_task("train", total=total, rate="-", eps="-", eval="-")
+            self.task = self.bar.add_task("train", total=total, rate="-", eps="-", eval="-", eta="")
             self.bar.start()
 
     def update(self, completed: int, **fields) -> None:
-        """Moves the bar to `completed` env steps and sets its fields (`rate`, `eps`, `eval`)."""
+        """Moves the bar to `completed` env steps and sets its fields (`rate`, `eps`, `eval`, `eta`)."""
         if self.bar is not None:
             self.bar.update(self.task, completed=completed, **fields)
 
@@ -64,3 +64,41 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class Remaining:
+    """The time a run has left, from its rate since learning started: the random steps before it
+    run many times faster than training, so a rate that counts them promises far too little."""
+
+    def __init__(self, total_steps: int, learning_starts: int):
+        self.total_steps, self.learning_starts = total_steps, learning_starts
+        self.since: tuple[int, float] | None = None  # (env steps, seconds) at the first learning chunk's end
+
+    def update(self, env_steps: int, now: float) -> float | None:
+        """Returns the seconds left at the rate since learning started, else None (not known yet)."""
+        if env_steps < self.learning_starts:
+            return None
+        if self.since is None:
+            self.since = (env_steps, now)  # that chunk compiled the learner: measure from its end
+            return None
+        steps, seconds = env_steps - self.since[0], now - self.since[1]
+        if steps <= 0 or seconds <= 0:
+            return None
+        return (self.total_steps - env_steps) * seconds / steps
+
+    def describe(self, env_steps: int, seconds_left: float | None) -> str:
+        """Returns the bar's ETA field: when learning starts, or the time left as h:mm:ss."""
+        if env_steps < self.learning_starts:
+            return f"learning from {self.learning_starts:,}"
+        if seconds_left is None:
+            return "measuring"
+        return f"{_clock(seconds_left)} left"
+
+
+def _clock(seconds: float) -> str:
+    """Returns `seconds` as `[Dd ]h:mm:ss`."""
+    whole = int(round(seconds))
+    days, whole = divmod(whole, 86_400)
+    hours, whole = divmod(whole, 3_600)
+    minutes, secs = divmod(whole, 60)
+    return (f"{days}d " if days else "") + f"{hours}:{minutes:02d}:{secs:02d}"

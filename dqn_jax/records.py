@@ -179,9 +179,9 @@ def chunk_rows(records: StepRecord, seeds: list[int], num_envs: int, chunk_start
                      health_rows(records, seeds, env_steps))
 
 
-def eval_rows(returns: np.ndarray, lengths: np.ndarray, seeds: list[int], env_steps: int,
+def eval_rows(returns: np.ndarray, lengths: np.ndarray, truncated: np.ndarray, seeds: list[int], env_steps: int,
               window_means: list[float], window: int, best: list[float], wall_seconds: float) -> list[dict]:
-    """Returns one `eval` row per agent for returns and lengths [S, episodes] of one evaluation.
+    """Returns one `eval` row per agent for returns, lengths and truncated flags [S, episodes] of one evaluation.
 
     `window_means` are the rolling means over the latest `window` evaluation episodes and `best`
     the best mean evaluation return so far, one per agent; `wall_seconds` is the run's wall-clock
@@ -193,6 +193,7 @@ def eval_rows(returns: np.ndarray, lengths: np.ndarray, seeds: list[int], env_st
         EVAL_RETURN_MEAN: float(returns[s].mean()), "eval_return_std": float(returns[s].std()),
         "eval_return_min": float(returns[s].min()), "eval_return_max": float(returns[s].max()),
         "eval_episodes": int(returns.shape[1]), "eval_length_mean": float(lengths[s].mean()),
+        "eval_truncated": int(truncated[s].sum()),
         f"eval_return_mean{window}": float(window_means[s]), BEST_EVAL_RETURN: best[s],
         "wall_seconds": round(wall_seconds, 2),
     } for s, seed in enumerate(seeds)]

@@ -12,6 +12,7 @@ that round-trips through checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -23,16 +24,16 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from dqn_jax import checkpoint, envs, presets
+from dqn_jax import checkpoint, envs, preflight, presets
 from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.cli import parse_command
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.diagnostics import Finding, History, diagnose
-from dqn_jax.evaluate import Evaluator, write_video
+from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, write_video
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, RunWriter, read_metrics, write_json_atomic
-from dqn_jax.progress import Progress, StopRequests
+from dqn_jax.progress import Progress, Remaining, StopRequests
 from dqn_jax.records import chunk_rows, eval_rows
 from dqn_jax.schedule import Chunk, ChunkSchedule, run_chunks
 
@@ -74,9 +75,12 @@ class Trainer:
         self.checkpoints = checkpoint.StateCheckpoints(run_dir, keep=config.keep_checkpoints)
         self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1)
         self.progress = Progress(config.total_steps, config.progress)
+        self.remaining = Remaining(config.total_steps, config.learning_starts)
+        self.warned_cpu_duration = False
         self.halted: str | None = None  # the rule (or `non_finite_loss`) that stopped the run
         self.stop_signal: str | None = None  # the signal (or `time_limit_minutes`) that ended the run early
         self.reached_target = False
+        self.best_params_returns: list[float] | None = None  # set by score_best_params
         self.last_checkpoint: Path | None = None
 
     # --- the run -------------------------------------------------------------------------------
@@ -117,9 +121,23 @@ class Trainer:
         for row in rows.all():
             self.writer.write(row)
         self.history += rows.train + rows.health
+        seconds_left = self.remaining.update(self.book.env_steps, time.perf_counter())
+        self.warn_if_days_on_cpu(seconds_left)
         self.progress.update(self.book.env_steps, rate=f"{rate:,.0f}", eps=f"{rows.train[0]['epsilon']:.3f}",
+                             eta=self.remaining.describe(self.book.env_steps, seconds_left),
                              eval=f"{np.mean(self.book.last_eval):.1f}")
         return [row["loss"] for row in rows.train if row["loss"] is not None]
+
+    def warn_if_days_on_cpu(self, seconds_left: float | None) -> None:
+        """Once, when an Atari run on a machine without an accelerator will take more than a day, says so."""
+        if self.warned_cpu_duration or seconds_left is None or not self.config.is_atari:
+            return
+        self.warned_cpu_duration = True
+        if jax.default_backend() == "cpu" and seconds_left > 86_400:
+            days = seconds_left / 86_400
+            self.progress.log(f"note: at the rate since learning started this run needs about {days:.1f} more days "
+                              "on this CPU; for a quick look use --total-steps=300000 (or --config=breakout_cpu_1h), "
+                              "or a GPU (README: On a GPU)")
 
     def halt_if_unhealthy(self, losses: list[float]) -> bool:
         """Reports new findings; returns True (and says why) when the run must stop here.
@@ -158,12 +176,12 @@ class Trainer:
     def evaluate(self) -> None:
         """Plays the evaluation games, writes `eval` rows, and saves each agent's params at a new best."""
         config, env_steps = self.config, self.book.env_steps
-        returns, lengths, frames = self.evaluator.run(self.state.agents.params, env_steps,
+        returns, lengths, truncated, frames = self.evaluator.run(self.state.agents.params, env_steps,
                                                       record_agent=0 if config.record_video else None)
         improved = self.book.record_evaluation(returns, config.eval_return_window)
         wall_seconds = self.wall_seconds()
         self.reached_target = self.book.reach_target(config.target_return, wall_seconds)
-        for row in eval_rows(returns, lengths, self.seeds, env_steps, self.book.window_means(),
+        for row in eval_rows(returns, lengths, truncated, self.seeds, env_steps, self.book.window_means(),
                              config.eval_return_window, self.book.best, wall_seconds):
             self.writer.write(row)
             self.history.append(row)
@@ -197,10 +215,30 @@ class Trainer:
         self.last_checkpoint = self.checkpoints.save(self.book.env_steps, self.state.agents, meta)
 
     def finish(self) -> None:
-        """At the end (or a stop signal): a last evaluation unless stopped, and a last checkpoint."""
+        """At the end (or a stop signal): a last evaluation unless stopped, a last checkpoint, and
+        unless stopped the best params scored again on fresh games."""
         if self.stop_signal is None and self.book.evaluated_at != self.book.env_steps:
             self.evaluate()
         self.save_checkpoint()
+        if self.stop_signal is None:
+            self.score_best_params()
+
+    def score_best_params(self) -> None:
+        """Plays `final_eval_episodes` fresh games (seeds apart from the run's evaluations) with each
+        agent's best params: the best evaluation is a maximum over noisy means, biased upward, and
+        these games say what the params chosen by it are worth."""
+        config = self.config
+        if not config.final_eval_episodes or not all(np.isfinite(self.book.best)):
+            return
+        params = jax.tree.map(lambda *leaves: np.stack(leaves),
+                              *[checkpoint.load_best_params(self.run_dir, seed)[0] for seed in self.seeds])
+        games = dataclasses.replace(config, eval_episodes=config.final_eval_episodes)
+        result = Evaluator(games, self.loop.learner.network, stream=COMMAND_STREAM).run(params, self.book.env_steps)
+        self.best_params_returns = result.returns.mean(axis=1).tolist()
+        self.progress.log(f"best params on {config.final_eval_episodes} fresh games: "
+                          f"{np.mean(self.best_params_returns):.2f}" + (
+                              f"  (seeds: {', '.join(f'{x:.1f}' for x in self.best_params_returns)})"
+                              if len(self.seeds) > 1 else ""))
 
     def close(self) -> None:
         """Flushes and closes every sink; after a stop signal, says how to resume."""
@@ -221,6 +259,9 @@ class Trainer:
             "game": self.config.game,
             "final_eval_return": finite_or_none(float(np.mean(book.last_eval))),
             "best_eval_return": finite_or_none(float(np.mean(book.best))),
+            "max_eval_return": finite_or_none(float(np.mean(book.best))),
+            "best_params_return": (None if self.best_params_returns is None
+                                   else float(np.mean(self.best_params_returns))),
             "env_steps": steps,
             "wall_seconds": wall_seconds,
             "steps_per_sec": trained / wall_seconds,
@@ -235,6 +276,9 @@ class Trainer:
             "run_wall_seconds": self.wall_seconds(),
             "seeds": [{"seed": seed, "final_eval_return": finite_or_none(book.last_eval[s]),
                        "best_eval_return": finite_or_none(book.best[s]),
+                       "max_eval_return": finite_or_none(book.best[s]),
+                       "best_params_return": None if self.best_params_returns is None
+                       else self.best_params_returns[s],
                        "target_reached": book.target_reached[s]} for s, seed in enumerate(self.seeds)],
         }
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
@@ -254,10 +298,15 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
 
     Raises:
       CheckpointError: `resume` and the checkpoint is missing, corrupted or from another config.
+      ConfigError: the run's replay and parameters do not fit in the memory available (checked
+        before anything is allocated).
     """
+    memory = preflight.check(config)
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(config, run_dir, network, optimizer, resume).run()
+    trainer = Trainer(config, run_dir, network, optimizer, resume)
+    trainer.progress.log(preflight.describe(config, memory))
+    return trainer.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         summary = train(config, run_dir=resume_dir, resume=resume_dir is not None)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from helpers import run_cli
 
 
@@ -20,3 +22,12 @@ def test_cli_bad_type_and_unknown_game_are_one_line_each():
     result = run_cli("dqn_jax.train", "--game=SpaceInvader", timeout=120)
     assert result.returncode == 2 and "did you mean SpaceInvaders" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_refuses_a_replay_over_memory_before_allocating():
+    start = time.monotonic()
+    result = run_cli("dqn_jax.train", "--game=Pong", "--replay-capacity=1000000000", timeout=120)
+    assert result.returncode == 2 and time.monotonic() - start < 30
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: this run needs about 7,067.03 GB for its replay (1,000,000,000 transitions")
+    assert line.endswith("lower --replay-capacity") and "Traceback" not in result.stdout

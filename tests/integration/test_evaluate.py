@@ -1,12 +1,15 @@
-"""Evaluation videos."""
+"""Evaluation: videos, games cut by the evaluation cap, and scoring a trained run from the command line."""
 
 from __future__ import annotations
+
+import json
 
 import imageio.v2 as imageio
 import numpy as np
 from helpers import ConstantQ
 
 from dqn_jax.evaluate import write_video
+from dqn_jax.metrics import read_metrics
 
 
 def test_write_video_round_trip(tmp_path):
@@ -28,10 +31,32 @@ def test_record_video_writes_the_best_evaluation_game(tmp_path):
 
     config = validate(dataclasses.replace(
         presets.preset("Breakout"), total_steps=800, num_envs=4, replay_capacity=1_000, learning_starts=1_000,
-        batch_size=32, eval_every=800, eval_episodes=1, max_episode_steps=300, chunk_steps=400,
+        batch_size=32, eval_every=800, eval_episodes=1, max_episode_steps=300, eval_max_episode_steps=300,
+        chunk_steps=400,
         record_video=True, progress=False))
     train(config, run_dir=tmp_path, network=ConstantQ(num_actions=4))  # never learns: 800 < learning_starts
     reader = imageio.get_reader(tmp_path / "best_eval.mp4")
     assert reader.count_frames() > 20  # one whole (capped) game
     _, meta = load_best_params(tmp_path, seed=0)
     assert meta["env_steps"] == 800
+    (row,) = read_metrics(tmp_path, "eval")
+    assert row["eval_truncated"] == 1 and row["eval_length_mean"] == 300  # a paddle that never moves: cut
+
+
+def test_evaluate_command_scores_a_run_on_fresh_games(tiny_cartpole, tmp_path):
+    from dqn_jax.evaluate import load_policy, main
+    from dqn_jax.train import train
+
+    train(tiny_cartpole, run_dir=tmp_path)
+    assert main([str(tmp_path), "--episodes=3", "--epsilon=0"]) == 0
+    record = json.loads((tmp_path / "evaluation.json").read_text())
+    (agent,) = record["agents"]
+    assert record["params"] == "best" and record["episodes"] == 3 and len(agent["returns"]) == 3
+    assert agent["return_mean"] == np.mean(agent["returns"]) and agent["return_min"] >= 8
+    assert agent["env_steps"] in (1_000, 2_000)  # the evaluation that set the best score
+    assert main([str(tmp_path), "--params=last", "--episodes=2"]) == 0
+    assert json.loads((tmp_path / "evaluation.json").read_text())["agents"][0]["env_steps"] == 2_000
+    policy = load_policy(tmp_path)
+    actions = policy(np.zeros((5, 4), np.float32))
+    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}
+    assert main([str(tmp_path / "missing")]) == 2

@@ -36,6 +36,9 @@ def test_tiny_run_writes_the_run_directory(tiny_cartpole, tmp_path):
         assert row["eval_episodes"] == 2 and row["eval_return_mean"] >= 8  # CartPole lasts >= 8 steps
         assert {"eval_return_std", "eval_return_mean50", "best_eval_return"} <= row.keys()
     assert on_disk["final_eval_return"] == eval_rows[-1]["eval_return_mean"]
+    # the best params, scored again on 30 fresh games; the raw best evaluation under its other name
+    assert on_disk["best_params_return"] >= 8 and on_disk["seeds"][0]["best_params_return"] >= 8
+    assert on_disk["max_eval_return"] == on_disk["best_eval_return"] == max(r["eval_return_mean"] for r in eval_rows)
     assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 

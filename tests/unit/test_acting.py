@@ -20,6 +20,14 @@ def test_epsilon_schedule_values():
         assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
 
 
+def test_epsilon_held_until_learning_starts_then_decays():
+    schedule = epsilon_schedule(dataclasses.replace(
+        Config(), epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100, learning_starts=50_000,
+        epsilon_hold_until_learning=True))
+    assert float(schedule(0)) == float(schedule(50_000)) == 1.0
+    assert float(schedule(50_050)) == pytest.approx(0.55) and float(schedule(50_100)) == pytest.approx(0.1)
+
+
 def test_epsilon_zero_is_greedy_and_one_is_uniform():
     q = jnp.tile(jnp.array([[0.0, 3.0, 1.0]]), (4000, 1))
     greedy = epsilon_greedy(jax.random.PRNGKey(0), q, 0.0)

@@ -78,6 +78,15 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--config=no_such_overlay"], "config file no_such_overlay does not exist (shipped overlays: "),
     (["--time-limit-minutes=-5"], "time_limit_minutes = -5.0 is invalid: must be a finite number >= 0"),
     (["--target-return=nan"], "target_return = nan is invalid: must be a number"),
+    (["--seed=-1"], "seed = -1 is invalid: must be in [0, 2,147,483,647]"),
+    (["--n-step=1000"], "n_step = 1000 is invalid: must be at most 64"),
+    (["--hidden-sizes", "1000000"], "hidden_sizes = (1000000,) is invalid: layers wider than 65,536"),
+    (["--num-seeds=100000"], "= 800,000 environments in one pool, over the limit of 16,384"),
+    (["--learning-rate=inf"], "learning_rate = inf is invalid: must be a finite number"),
+    (["--learning-rate-end=1e300"], "learning_rate_end = 1e+300 is invalid: must be a finite number"),
+    (["--replay-capacity=3000000000"], "replay_capacity = 3000000000 is invalid: must be at most 2,147,483,647"),
+    (["--num-envs=256", "--chunk-steps=2048"], "learning_starts = 1000 is invalid: must be at least 1,792 = "
+                                               "(frame_stack 1 + n_step 5 + 1) × num_envs 256"),
 ])
 def test_invalid_values_name_field_value_and_fix(args, message):
     with pytest.raises(ConfigError) as caught:

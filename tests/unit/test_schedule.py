@@ -103,7 +103,8 @@ def test_chunk_rows_from_records():
 
 
 def test_eval_rows():
-    (row,) = eval_rows(np.array([[1.0, 3.0]]), np.array([[10, 30]]), [5], 2_000, [2.5], 50, [4.0], 12.5)
+    (row,) = eval_rows(np.array([[1.0, 3.0]]), np.array([[10, 30]]), np.array([[False, True]]), [5], 2_000, [2.5], 50,
+                       [4.0], 12.5)
     assert row == {"kind": "eval", "env_steps": 2_000, "seed": 5, "eval_return_mean": 2.0, "eval_return_std": 1.0,
                    "eval_return_min": 1.0, "eval_return_max": 3.0, "eval_episodes": 2, "eval_length_mean": 20.0,
-                   "eval_return_mean50": 2.5, "best_eval_return": 4.0, "wall_seconds": 12.5}
+                   "eval_truncated": 1, "eval_return_mean50": 2.5, "best_eval_return": 4.0, "wall_seconds": 12.5}
