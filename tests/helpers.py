@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_FLAGS = [
     "--game=CartPole", "--num-envs=4", "--train-every=4", "--hidden-sizes", "16", "--chunk-steps=400",
     "--eval-every=2000", "--eval-episodes=2", "--learning-starts=400", "--batch-size=32", "--replay-capacity=4000",
-    "--target-update-every=20", "--fingerprint-every=50", "--no-progress",
+    "--target-update-every=20", "--fingerprint-every=50", "--final-eval-episodes=4", "--no-progress",
 ]
 
 
@@ -48,14 +48,15 @@ def tiny_cartpole_config() -> Config:
     return validate(dataclasses.replace(
         presets.preset("CartPole"), total_steps=2_000, num_envs=4, train_every=4, learning_starts=400,
         batch_size=32, replay_capacity=4_000, eval_every=1_000, eval_episodes=2, chunk_steps=400,
-        hidden_sizes=(16,), target_update_every=20, progress=False))
+        hidden_sizes=(16,), target_update_every=20, final_eval_episodes=4, progress=False))
 
 
 def acting_only(game: str, **changes) -> Config:
     """A 4,000-env-step config of `game` that never learns (learning starts at the end)."""
     return validate(dataclasses.replace(
         presets.preset(game), total_steps=4_000, num_envs=8, replay_capacity=4_000, learning_starts=4_000,
-        batch_size=32, eval_every=4_000, eval_episodes=1, chunk_steps=800, progress=False, **changes))
+        batch_size=32, eval_every=4_000, eval_episodes=1, final_eval_episodes=1, chunk_steps=800, progress=False,
+        **changes))
 
 
 def run_loop(config: Config, chunks: int, network=None):

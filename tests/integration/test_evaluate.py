@@ -1,8 +1,6 @@
-"""Evaluation: videos, games cut by the evaluation cap, and scoring a trained run from the command line."""
+"""Evaluation: videos, and games cut by the evaluation cap (scoring a run: test_train.py's tiny run)."""
 
 from __future__ import annotations
-
-import json
 
 import imageio.v2 as imageio
 import numpy as np
@@ -42,21 +40,3 @@ def test_record_video_writes_the_best_evaluation_game(tmp_path):
     (row,) = read_metrics(tmp_path, "eval")
     assert row["eval_truncated"] == 1 and row["eval_length_mean"] == 300  # a paddle that never moves: cut
 
-
-def test_evaluate_command_scores_a_run_on_fresh_games(tiny_cartpole, tmp_path):
-    from dqn_jax.evaluate import load_policy, main
-    from dqn_jax.train import train
-
-    train(tiny_cartpole, run_dir=tmp_path)
-    assert main([str(tmp_path), "--episodes=3", "--epsilon=0"]) == 0
-    record = json.loads((tmp_path / "evaluation.json").read_text())
-    (agent,) = record["agents"]
-    assert record["params"] == "best" and record["episodes"] == 3 and len(agent["returns"]) == 3
-    assert agent["return_mean"] == np.mean(agent["returns"]) and agent["return_min"] >= 8
-    assert agent["env_steps"] in (1_000, 2_000)  # the evaluation that set the best score
-    assert main([str(tmp_path), "--params=last", "--episodes=2"]) == 0
-    assert json.loads((tmp_path / "evaluation.json").read_text())["agents"][0]["env_steps"] == 2_000
-    policy = load_policy(tmp_path)
-    actions = policy(np.zeros((5, 4), np.float32))
-    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}
-    assert main([str(tmp_path / "missing")]) == 2

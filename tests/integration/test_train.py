@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from helpers import params_after
 
+from dqn_jax.evaluate import load_policy
+from dqn_jax.evaluate import main as evaluate_main
 from dqn_jax.metrics import read_metrics
 from dqn_jax.train import train
 
 
-def test_tiny_run_writes_the_run_directory(tiny_cartpole, tmp_path):
+def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpole, tmp_path):
     summary = train(tiny_cartpole, run_dir=tmp_path)
     assert (tmp_path / "config.toml").read_text().startswith("game = ")
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -36,10 +38,23 @@ def test_tiny_run_writes_the_run_directory(tiny_cartpole, tmp_path):
         assert row["eval_episodes"] == 2 and row["eval_return_mean"] >= 8  # CartPole lasts >= 8 steps
         assert {"eval_return_std", "eval_return_mean50", "best_eval_return"} <= row.keys()
     assert on_disk["final_eval_return"] == eval_rows[-1]["eval_return_mean"]
-    # the best params, scored again on 30 fresh games; the raw best evaluation under its other name
+    # the best params, scored again on fresh games; the raw best evaluation under its other name
     assert on_disk["best_params_return"] >= 8 and on_disk["seeds"][0]["best_params_return"] >= 8
     assert on_disk["max_eval_return"] == on_disk["best_eval_return"] == max(r["eval_return_mean"] for r in eval_rows)
     assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard event file"
+
+    # `python -m dqn_jax.evaluate RUN_DIR` scores it on fresh games; `load_policy` gives its policy
+    assert evaluate_main([str(tmp_path), "--episodes=3", "--epsilon=0"]) == 0
+    record = json.loads((tmp_path / "evaluation.json").read_text())
+    (agent,) = record["agents"]
+    assert record["params"] == "best" and record["episodes"] == 3 and len(agent["returns"]) == 3
+    assert agent["return_mean"] == np.mean(agent["returns"]) and agent["return_min"] >= 8
+    assert agent["env_steps"] in (1_000, 2_000)  # the evaluation that set the best score
+    assert evaluate_main([str(tmp_path), "--params=last", "--episodes=2"]) == 0
+    assert json.loads((tmp_path / "evaluation.json").read_text())["agents"][0]["env_steps"] == 2_000
+    actions = load_policy(tmp_path)(np.zeros((5, 4), np.float32))
+    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}
+    assert evaluate_main([str(tmp_path / "missing")]) == 2
 
 
 @functools.lru_cache(maxsize=4)
