@@ -257,7 +257,8 @@ def learning_summary(run_dir: Path, target: float | None) -> dict:
     curve = [{k: row[k] for k in ("seed", "env_steps", "wall_seconds", "eval_return_mean")} for row in evals]
     record = {"curve": curve, "env_steps": summary.get("env_steps"), "run_wall_seconds": summary.get(
         "run_wall_seconds"), "steps_per_sec_per_agent": summary.get("steps_per_sec"),
-        "total_steps_per_sec": summary.get("total_steps_per_sec"), "loop": summary.get("loop")}
+        "total_steps_per_sec": summary.get("total_steps_per_sec"), "loop": summary.get("loop"),
+        "best_params_return": summary.get("best_params_return")}
     if target is not None:
         reached = [s.get("target_reached") for s in summary.get("seeds", [])]
         record["target_return"] = target
