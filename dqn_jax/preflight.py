@@ -33,7 +33,7 @@ class MemoryPlan:
 
     replay: int
     params: int  # online, target, Adam's first and second moments
-    num_params: int  # one agent's network
+    num_params: int  # one agent's network (before pools exist: with the largest action set)
     on_device: bool  # True when replay and params live in an accelerator's memory
 
     @property
@@ -92,7 +92,8 @@ def device_available_bytes() -> int | None:
 
 
 def _gb(count: int) -> str:
-    return f"{count / 1e9:,.2f} GB"
+    """Returns a byte count as GB (MB under one GB)."""
+    return f"{count / 1e9:,.2f} GB" if count >= 1e9 else f"{count / 1e6:,.1f} MB"
 
 
 def check(config: Config, host_bytes: int | None = None, device_bytes: int | None = None) -> MemoryPlan:

@@ -305,7 +305,8 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, run_dir, network, optimizer, resume)
-    trainer.progress.log(preflight.describe(config, memory))
+    built = sum(leaf.size for leaf in jax.tree.leaves(trainer.state.agents.params)) // config.num_seeds
+    trainer.progress.log(preflight.describe(config, dataclasses.replace(memory, num_params=built)))
     return trainer.run()
 
 

@@ -1,0 +1,311 @@
+"""Rules that name the silent failures that make DQN "not learn", with evidence and the fix.
+
+Each rule is a small pure function over one agent's metric history (`History`: its `train`,
+`eval` and `health` rows and the run's typed `Config`) that returns a `Finding` or None. `diagnose` runs
+them all and drops findings explained by a more basic one (NaNs explain everything else; Q values
+that diverge explain exploding gradients), so the first thing the user reads is the root cause.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+from dqn_jax import health as H
+from dqn_jax.config import Config
+from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what is wrong, the numbers that show it, and what to do."""
+
+    rule: str
+    severity: str  # info | warning | error
+    env_steps: int  # where the evidence is (env steps)
+    evidence: str
+    explanation: str
+    fix: str
+
+    def as_row(self, seed: int) -> dict:
+        """Returns the finding as a `kind: "finding"` metrics row."""
+        return {"kind": "finding", "env_steps": self.env_steps, "seed": seed, **dataclasses.asdict(self)}
+
+    def render(self) -> str:
+        """Returns the finding as plain text: headline, evidence, explanation, fix."""
+        return (f"[{self.severity}] {self.rule} (env step {self.env_steps:,}): {self.evidence}\n"
+                f"  why: {self.explanation}\n  fix: {self.fix}")
+
+
+@dataclasses.dataclass
+class History:
+    """One agent's rows, in order, and the run's config."""
+
+    config: Config
+    train: list[dict]
+    eval: list[dict]
+    health: list[dict]
+
+    @classmethod
+    def from_rows(cls, config: Config, rows: Sequence[dict], seed: int | None = None) -> "History":
+        """Splits metrics rows by kind, keeping only `seed`'s rows when given."""
+        rows = [r for r in rows if seed is None or r.get("seed", seed) == seed]
+        return cls(config=config, train=[r for r in rows if r["kind"] == "train"],
+                   eval=[r for r in rows if r["kind"] == "eval"],
+                   health=[r for r in rows if r["kind"] == "health"])
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _streak(rows: list[dict], predicate: Callable[[dict], bool], length: int) -> dict | None:
+    """Returns the row that starts the first run of `length` consecutive rows satisfying `predicate`."""
+    count = 0
+    for i, row in enumerate(rows):
+        count = count + 1 if predicate(row) else 0
+        if count >= length:
+            return rows[i - length + 1]
+    return None
+
+
+# --- the rules ---------------------------------------------------------------------------------
+def non_finite(h: History) -> Finding | None:
+    """NaN or Inf in the loss, Q values, gradients or params."""
+    row = next((r for r in h.health if _num(r.get(H.NONFINITE)) > 0), None)
+    if row is None:
+        row = next((r for r in h.train if r.get(H.LOSS) is None and r.get(LEARNING_RATE) is not None), None)
+    if row is None:
+        return None
+    return Finding(
+        "non_finite", "error", row["env_steps"],
+        f"NaN/Inf in the loss, Q values, gradients or params at update {row.get(H.UPDATES, '?')}",
+        "once one NaN reaches the params every later update is NaN; the run cannot recover",
+        "look for NaN/Inf in observations or rewards and for a learning rate too high; clip gradients "
+        "(--max-grad-norm=10); resume from the last checkpoint saved before this step")
+
+
+def dead_q_head(h: History) -> Finding | None:
+    """Q outputs pinned at exactly zero: an activation after the Q head."""
+    row = _streak(h.health, lambda r: _num(r.get(H.Q_ZERO_FRACTION)) >= 0.5, 2)
+    if row is None:
+        return None
+    return Finding(
+        "dead_q_head", "error", row["env_steps"],
+        f"{_num(row[H.Q_ZERO_FRACTION]):.0%} of Q outputs are exactly 0 (Q min {_num(row.get(H.Q_MIN)):.3g}, "
+        f"max {_num(row.get(H.Q_MAX)):.3g})",
+        "Q values come out as exactly 0, which a linear head never does: something after the head "
+        "(usually a ReLU) clamps them, and the gradient of every clamped output is zero, so they stay dead",
+        "make the Q head linear: no activation after the last Dense layer")
+
+
+def dead_layer(h: History) -> Finding | None:
+    """A hidden layer whose units are all (or nearly all) dead: activation collapse."""
+    for row in h.health:
+        for key, value in row.items():
+            layer = H.layer_of(key, H.DEAD_FRACTION)
+            if layer is not None and _num(value) >= 0.95:
+                later = [r for r in h.health if r["env_steps"] >= row["env_steps"]][:3]
+                if len(later) >= 2 and all(_num(r.get(key)) >= 0.95 for r in later):
+                    return Finding(
+                        "dead_layer", "error", row["env_steps"],
+                        f"{_num(value):.0%} of the units of {layer} output 0 for every sample in the batch",
+                        f"the activations of {layer} collapsed: dead ReLUs get no gradient and never come back, "
+                        "so everything after them sees a constant",
+                        "lower the learning rate or clip gradients (--max-grad-norm=10); try "
+                        "--activation=leaky_relu or --normalization=layer_norm")
+    return None
+
+
+def reward_signal_empty(h: History) -> Finding | None:
+    """The learner's sampled rewards are all zero, so the loss has nothing to fit."""
+    row = _streak(h.health, lambda r: _num(r.get(H.BATCH_REWARD_NONZERO)) == 0, 3)
+    if row is None:
+        return None
+    env_nonzero = max((_num(r.get(H.ENV_REWARD_NONZERO)) for r in h.health), default=0.0)
+    if env_nonzero > 0:
+        return Finding(
+            "reward_signal_empty", "error", row["env_steps"],
+            f"every sampled reward is 0 while {env_nonzero:.2%} of env steps pay a non-zero reward; "
+            f"loss {_num(row.get(H.LOSS)):.3g}",
+            "the environment pays rewards but the learner only sees zeros, so the loss falls to 0 and "
+            "nothing is learned: the reward is lost between the env and the replay (wiring, scaling, clipping)",
+            "check the reward path: --reward-scale, reward clipping, and what is written to replay")
+    return Finding(
+        "reward_signal_empty", "warning", row["env_steps"],
+        "no reward at all yet, in the env or in the sampled batches",
+        "with no reward the TD targets are all bootstrapped zeros; nothing can be learned until one appears",
+        "check the game pays rewards under this config; explore longer (--epsilon-decay-steps) or start "
+        "learning later (--learning-starts)")
+
+
+def optimizer_reset(h: History) -> Finding | None:
+    """Adam's step count lags the update count: its state is being re-created."""
+    row = next((r for r in h.health if _num(r.get(H.OPTIMIZER_STEPS)) >= 0 and _num(r.get(H.UPDATES)) >= 20
+                and _num(r.get(H.OPTIMIZER_STEPS)) < 0.5 * _num(r.get(H.UPDATES))), None)
+    if row is None:
+        return None
+    return Finding(
+        "optimizer_reset", "error", row["env_steps"],
+        f"the optimizer has counted {int(_num(row[H.OPTIMIZER_STEPS]))} steps but {int(_num(row[H.UPDATES]))} "
+        "updates were made",
+        "the optimizer state is re-initialised during training, throwing away Adam's moment estimates "
+        "(every step then behaves like the first one, bias correction included)",
+        "create the optimizer state once (optimizer.init at the start) and carry it through every update")
+
+
+def q_divergence(h: History) -> Finding | None:
+    """Q values far beyond any return the rewards allow."""
+    config = h.config
+    if config.gamma >= 1.0:
+        return None
+    if config.is_atari and not config.reward_clip:
+        return None  # unclipped Atari rewards: no bound known in advance
+    if config.reward_scale == 0.0:
+        return None  # no reward reaches the learner: `reward_signal_empty` says so
+    bound = max(abs(config.reward_scale), 1e-6) / (1.0 - config.gamma)  # |r| <= 1 * scale
+    row = next((r for r in h.health if max(abs(_num(r.get(H.Q_MAX))), abs(_num(r.get(H.Q_MIN)))) > 10 * bound),
+               None)
+    if row is None:
+        return None
+    return Finding(
+        "q_divergence", "error", row["env_steps"],
+        f"Q values reach {max(abs(_num(row[H.Q_MAX])), abs(_num(row[H.Q_MIN]))):.3g}, more than 10x the largest "
+        f"return the rewards allow ({bound:.3g} = r_max / (1 - gamma))",
+        "the TD targets chase the network's own growing estimates (bootstrapping feedback), so Q grows without bound",
+        "lower the learning rate, copy the target network less often (--target-update-every), use the "
+        "Huber loss and --double-dqn, clip gradients (--max-grad-norm=10)")
+
+
+def exploding_gradients(h: History) -> Finding | None:
+    """Gradient norms far above where they started."""
+    norms = [(r, _num(r.get(H.GRAD_NORM))) for r in h.health if math.isfinite(_num(r.get(H.GRAD_NORM)))]
+    if len(norms) < 4:
+        return None
+    early = sorted(n for _, n in norms[:3])[1]
+    row = next((r for r, n in norms[3:] if n > max(1e3 * early, 1e3)), None)
+    if row is None:
+        return None
+    return Finding(
+        "exploding_gradients", "warning", row["env_steps"],
+        f"gradient norm {_num(row[H.GRAD_NORM]):.3g}, over 1000x its early value {early:.3g}",
+        "a few huge gradients take steps that throw the network far from where it was",
+        "clip gradients (--max-grad-norm=10), lower the learning rate, use the Huber loss")
+
+
+def vanishing_gradients(h: History) -> Finding | None:
+    """Gradients that vanish while there is still a loss to fit."""
+    row = _streak(h.health, lambda r: _num(r.get(H.GRAD_NORM)) < 1e-8 and _num(r.get(H.LOSS)) > 1e-6, 3)
+    if row is None:
+        return None
+    return Finding(
+        "vanishing_gradients", "warning", row["env_steps"],
+        f"gradient norm {_num(row[H.GRAD_NORM]):.2g} while the loss is {_num(row[H.LOSS]):.3g}",
+        "there is a TD error to fit but no gradient reaches the parameters (saturated or dead units)",
+        "check the activations (dead_fraction in the health rows), the initialisation and the input scaling")
+
+
+def episode_length_exploit(h: History) -> Finding | None:
+    """Episodes that end at the time limit without scoring more: stalling to exploit the cap.
+
+    Reaching the cap is success when capped episodes score more than any episode that really
+    ended (CartPole at 500); it is a stall when they score no more, or when no episode ever ends.
+    """
+    rows = [r for r in h.health if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None][-5:]
+    if len(rows) < 2:
+        return None
+    truncated = sum(r[H.TRUNCATED_FRACTION] * r[H.EPISODES] for r in rows) / sum(r[H.EPISODES] for r in rows)
+    capped = [r[H.TRUNCATED_RETURN_MEAN] for r in rows if r.get(H.TRUNCATED_RETURN_MEAN) is not None]
+    finished = [r[H.FINISHED_RETURN_MEAN] for r in h.health if r.get(H.FINISHED_RETURN_MEAN) is not None]
+    capped_mean = sum(capped) / len(capped) if capped else math.nan
+    if truncated < 0.5 or not capped or (finished and capped_mean > max(finished)):
+        return None
+    row = rows[0]
+    cap = max(int(r.get(H.EPISODE_LENGTH_MAX) or 0) for r in rows)
+    return Finding(
+        "episode_length_exploit", "warning", row["env_steps"],
+        f"{truncated:.0%} of recent episodes end at the time limit ({cap:,} env steps), scoring "
+        f"{capped_mean:.3g} on average" + (
+            f", no more than the best episode that really ended ({max(finished):.3g})" if finished
+            else "; no episode has ever ended otherwise"),
+        "the agent drags episodes out to the time limit instead of scoring: stalling pays off under "
+        "this reward and time limit, or the time limit is too short to finish a game",
+        "check the time limit (--max-episode-steps; Atari's is 27,000) and that a truncation is not "
+        "rewarded or treated as a terminal state")
+
+
+def life_loss_not_terminal(h: History) -> Finding | None:
+    """Lives are lost but the learner never sees a terminal: Breakout stuck near 100."""
+    losses = sum(int(r.get(H.LIFE_LOSSES) or 0) for r in h.health)
+    terminals = sum(int(r.get(H.LIFE_LOSS_TERMINALS) or 0) for r in h.health)
+    if losses < 3 or terminals > 0:
+        return None
+    row = next(r for r in h.health if r.get(H.LIFE_LOSSES))
+    return Finding(
+        "life_loss_not_terminal", "warning", row["env_steps"],
+        f"{losses} lives lost, none of them terminal for the learner",
+        "without a terminal at a life loss, losing a life costs the agent almost nothing in its TD targets; "
+        "Nature-protocol agents on Breakout then plateau far below their usual scores",
+        "set --episodic-life=true (Nature protocol); keep it false only on purpose (Machado et al. protocol)")
+
+
+def epsilon_floor_before_learning(h: History) -> Finding | None:
+    """Exploration already at its floor when learning starts."""
+    first = next((r for r in h.train if r.get(LEARNING_RATE) is not None), None)
+    floor, start = h.config.epsilon_end, h.config.epsilon_start
+    if first is None or start <= floor or first[EPSILON] > floor + 1e-6:
+        return None
+    return Finding(
+        "epsilon_floor_before_learning", "warning", first["env_steps"],
+        f"epsilon is already {first[EPSILON]:.3g} (its floor) when the first update happens",
+        "exploration ended before the agent learned anything, so its experience is mostly what a random "
+        "network does greedily",
+        "make --epsilon-decay-steps much longer than --learning-starts")
+
+
+def no_learning_progress(h: History) -> Finding | None:
+    """Evaluation returns that never improve."""
+    if len(h.eval) < 5:
+        return None
+    returns = [_num(r.get(EVAL_RETURN_MEAN)) for r in h.eval]
+    first, best = returns[0], max(returns[1:])
+    if best > first + max(1.0, 0.1 * abs(first)):
+        return None
+    row = h.eval[-1]
+    return Finding(
+        "no_learning_progress", "warning", row["env_steps"],
+        f"best evaluation return {best:.3g} after {row['env_steps']:,} env steps, "
+        f"vs {first:.3g} at the first evaluation",
+        "the policy is no better than at the start",
+        "read the other findings first; otherwise check the learning rate and that learning has started "
+        "(--learning-starts)")
+
+
+RULES: tuple[Callable[[History], Finding | None], ...] = (
+    non_finite, dead_q_head, dead_layer, reward_signal_empty, optimizer_reset, q_divergence,
+    exploding_gradients, vanishing_gradients, episode_length_exploit, life_loss_not_terminal,
+    epsilon_floor_before_learning, no_learning_progress,
+)
+
+# A finding on the left explains the ones on the right: report the cause, not its consequences.
+EXPLAINS = {
+    "non_finite": {"q_divergence", "exploding_gradients", "vanishing_gradients", "dead_layer", "dead_q_head",
+                   "no_learning_progress"},
+    "q_divergence": {"exploding_gradients", "no_learning_progress"},
+    "dead_q_head": {"vanishing_gradients", "no_learning_progress"},
+    "dead_layer": {"vanishing_gradients", "no_learning_progress"},
+    "reward_signal_empty": {"vanishing_gradients", "no_learning_progress"},
+    "optimizer_reset": {"no_learning_progress"},
+}
+
+
+def diagnose(history: History) -> list[Finding]:
+    """Returns the findings for one agent, root causes only, most severe first, then earliest first."""
+    findings = [f for f in (rule(history) for rule in RULES) if f is not None]
+    names = {f.rule for f in findings}
+    explained = set().union(*(EXPLAINS.get(name, set()) for name in names))
+    kept = [f for f in findings if f.rule not in explained]
+    return sorted(kept, key=lambda f: (-SEVERITIES.index(f.severity), f.env_steps))

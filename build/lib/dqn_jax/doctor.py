@@ -1,0 +1,128 @@
+"""`python -m dqn_jax.doctor RUN_DIR`: is this run healthy? If not, why, and what to do.
+
+Reads the run directory (`config.toml`, `metrics.jsonl`), runs the rules of `diagnostics.py` for
+every seed, prints the verdict and writes `doctor.png` into the run directory: learning curve,
+loss, Q values, dead fraction per layer and gradient norm over env steps.
+Exit status: 0 when no finding is an error, 1 when one is, 2 when RUN_DIR is not a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dqn_jax import health as H
+from dqn_jax.config import Config
+from dqn_jax.diagnostics import Finding, History, diagnose
+from dqn_jax.metrics import CONFIG_FILE, METRICS_FILE, read_metrics
+from dqn_jax.presets import load_toml
+from dqn_jax.records import EVAL_RETURN_MEAN
+
+PLOT_FILE = "doctor.png"
+
+
+def load_run(run_dir: Path) -> tuple[Config, list[dict]]:
+    """Returns the run's config and its metrics rows.
+
+    Raises:
+      ValueError: RUN_DIR lacks `config.toml` or `metrics.jsonl`, or they cannot be read
+        (`ConfigError`, a ValueError, for a config that does not parse).
+    """
+    for name in (CONFIG_FILE, METRICS_FILE):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir} has no {name}: not a run directory")
+    return load_toml(run_dir / CONFIG_FILE), read_metrics(run_dir)
+
+
+def findings_by_seed(config: Config, rows: list[dict]) -> dict[int, list[Finding]]:
+    """Returns each seed's findings for a run's config and metrics rows."""
+    seeds = sorted({row["seed"] for row in rows if "seed" in row}) or [config.seed]
+    return {seed: diagnose(History.from_rows(config, rows, seed)) for seed in seeds}
+
+
+def examine(run_dir: Path) -> dict[int, list[Finding]]:
+    """Returns each seed's findings for a run directory."""
+    return findings_by_seed(*load_run(run_dir))
+
+
+def plot(run_dir: Path, rows: list[dict]) -> Path:
+    """Writes the five health plots (one PNG) and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({row.get("seed", 0) for row in rows})
+    fig, axes = plt.subplots(5, 1, figsize=(8, 14), sharex=True)
+
+    def series(kind: str, key: str, seed: int):
+        points = [(r["env_steps"], r[key]) for r in rows
+                  if r["kind"] == kind and r.get("seed", 0) == seed and r.get(key) is not None]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    for seed in seeds:
+        label = f"seed {seed}" if len(seeds) > 1 else None
+        axes[0].plot(*series("eval", EVAL_RETURN_MEAN, seed), marker="o", ms=3, label=label)
+        axes[1].plot(*series("train", H.LOSS, seed), label=label)
+        for key, style in ((H.Q_MEAN, "-"), (H.Q_MAX, ":"), (H.Q_MIN, ":")):
+            axes[2].plot(*series("health", key, seed), style, label=f"{key}" + (f" s{seed}" if label else ""))
+        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if H.layer_of(k, H.DEAD_FRACTION)})
+        for key in layers:
+            axes[3].plot(*series("health", key, seed),
+                         label=H.layer_of(key, H.DEAD_FRACTION) + (f" s{seed}" if label else ""))
+        axes[4].plot(*series("health", H.GRAD_NORM, seed), label=label)
+    titles = ("evaluation return", "loss", "Q values (mean, max, min)", "dead fraction per layer",
+              "gradient norm (global)")
+    for axis, title in zip(axes, titles, strict=True):
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    for axis in (axes[1], axes[4]):  # log scale only where there is positive data to show
+        values = [y for line in axis.get_lines() for y in line.get_ydata() if y > 0]
+        if values:
+            axis.set_yscale("log")
+        else:
+            axis.text(0.5, 0.5, "no data in this run", ha="center", va="center", transform=axis.transAxes)
+    axes[-1].set_xlabel("env steps")
+    fig.tight_layout()
+    path = run_dir / PLOT_FILE
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def report(run_dir: Path, out=print) -> int:
+    """Prints the verdict for a run directory, writes its plots; returns the exit code."""
+    config, rows = load_run(run_dir)
+    findings = findings_by_seed(config, rows)
+    path = plot(run_dir, rows)
+    all_findings = [(seed, f) for seed, found in findings.items() for f in found]
+    if not all_findings:
+        out(f"healthy: no finding in {run_dir} ({len(findings)} seed(s) examined)")
+    for seed, finding in all_findings:
+        out(("" if len(findings) == 1 else f"seed {seed}: ") + finding.render())
+    errors = sum(f.severity == "error" for _, f in all_findings)
+    warnings = sum(f.severity == "warning" for _, f in all_findings)
+    if all_findings:
+        out(f"verdict: {errors} error(s), {warnings} warning(s)")
+    out(f"plots: {path}")
+    return 1 if errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m dqn_jax.doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return report(args.run_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Evaluation: whole games on a separate pool, raw rewards, ε = `eval_epsilon`, and videos.
+
+    python -m dqn_jax.evaluate RUN_DIR [--params=best|last] [--episodes=30] [--epsilon=E] [--video] [--seed=S]
+
+Each evaluation env plays exactly one game, so short games are not over-represented. The
+exploration key is derived from the agent's seed and the env-step count, never from the training
+key, so evaluating more or less often does not change training. The command scores a trained
+run's agents on fresh games (its own env seeds, not those the run was evaluated on), prints
+mean ± std, min and max per agent, and writes `evaluation.json` into the run directory;
+`load_policy` gives Python code a policy from a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dqn_jax import checkpoint, envs, presets
+from dqn_jax.acting import epsilon_greedy
+from dqn_jax.checkpoint import CheckpointError
+from dqn_jax.config import Config, ConfigError, validate
+from dqn_jax.metrics import CONFIG_FILE, write_json_atomic
+
+EVAL_KEY_STREAM = 0x5EED_E7A1  # folds the agents' seeds into a key stream separate from training
+
+
+class EvalResult(NamedTuple):
+    """One evaluation's games, [S, eval_episodes] each."""
+
+    returns: np.ndarray  # float64: raw (unclipped) game scores
+    lengths: np.ndarray  # int64: env steps per game
+    truncated: np.ndarray  # bool: the game was cut by `eval_max_episode_steps`, not finished
+    frames: list[np.ndarray] | None  # agent `record_agent`'s first game, [H, W] uint8 each (Atari)
+
+
+class Evaluator:
+    """Plays `eval_episodes` games per agent on its own pool with given parameters."""
+
+    def __init__(self, config: Config, network, stream: int = 1):
+        """`stream` selects the pool's seeds and exploration keys (1: the evaluations during training)."""
+        self.config = config
+        self.pool = envs.make_eval_pool(config, stream)
+        self.num_actions = envs.facts(self.pool).num_actions
+        seeds = jnp.array([envs.agent_seed(config, s) for s in range(config.num_seeds)])
+        key_stream = EVAL_KEY_STREAM + stream - 1
+        self.base_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), key_stream))(seeds)
+
+        def act(params, obs, keys):
+            def act_one(agent_params, agent_obs, key):
+                q_values = network.apply(agent_params, agent_obs)
+                return epsilon_greedy(key, q_values, config.eval_epsilon)
+
+            return jax.vmap(act_one)(params, obs, keys)
+
+        self._act = jax.jit(act)
+
+    def run(self, params, env_steps: int, record_agent: int | None = None) -> EvalResult:
+        """Plays one game per evaluation env with `params` (leading [S] axis); returns its `EvalResult`
+        (frames only when `record_agent` is given and the game is Atari)."""
+        S, N = self.config.num_seeds, self.config.eval_episodes
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.base_keys)
+        obs, _ = self.pool.reset()
+        returns = np.zeros(S * N)
+        lengths = np.zeros(S * N, np.int64)
+        running = np.ones(S * N, bool)
+        cut = np.zeros(S * N, bool)
+        frames = [] if record_agent is not None and self.config.is_atari else None
+        recorded = record_agent * N if frames is not None else None
+        while running.any():
+            if frames is not None and running[recorded]:
+                frames.append(obs[recorded, -1])
+            keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
+            keys, step_keys = keys[:, 0], step_keys[:, 0]
+            actions = self._act(params, jnp.asarray(obs).reshape(S, N, *obs.shape[1:]), step_keys)
+            obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(-1))
+            returns += np.where(running, envs.raw_reward(reward, info), 0.0)
+            lengths += running
+            done = envs.hard_done(terminated, truncated, info)
+            cut |= running & done & np.asarray(truncated) & ~np.asarray(terminated)
+            running &= ~done
+        return EvalResult(returns.reshape(S, N), lengths.reshape(S, N), cut.reshape(S, N), frames)
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 30, scale: int = 4) -> Path:
+    """Writes grey frames [H, W] uint8, upscaled `scale` times, as an MP4 (imageio-ffmpeg), or as a
+    GIF when no MP4 writer is available; returns the path written."""
+    import imageio.v2 as imageio
+
+    big = np.stack([np.kron(frame, np.ones((scale, scale), np.uint8)) for frame in frames])
+    try:
+        imageio.mimwrite(path.with_suffix(".mp4"), big, fps=fps, macro_block_size=1)
+        return path.with_suffix(".mp4")
+    except (ImportError, RuntimeError, ValueError):
+        imageio.mimwrite(path.with_suffix(".gif"), big, duration=1000 / fps, loop=0)
+        return path.with_suffix(".gif")
+
+
+# --- scoring a trained run -------------------------------------------------------------------------
+COMMAND_STREAM = 2  # env seeds and exploration keys of `python -m dqn_jax.evaluate`
+
+
+def run_config(run_dir: Path | str) -> Config:
+    """Returns the config a run directory was trained with.
+
+    Raises:
+      ConfigError: no run directory there, or its `config.toml` cannot be read.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no {CONFIG_FILE} there; pass the directory of a training run")
+    return validate(presets.load_toml(path))
+
+
+def num_actions_of(config: Config) -> int:
+    """Returns the game's number of actions (from a one-game evaluation pool)."""
+    pool = envs.make_eval_pool(dataclasses.replace(config, num_seeds=1, eval_episodes=1))
+    count = envs.facts(pool).num_actions
+    pool.close()
+    return count
+
+
+def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object, list[dict]]:
+    """Returns `(params [S, ...], sources)`: every agent's `best` or `last` params, and where each came from.
+
+    `best` reads each seed's best-evaluation params; `last` the newest state checkpoint (the whole
+    state is restored, replay included, so it needs the run's memory).
+
+    Raises:
+      CheckpointError: the params are missing or cannot be read.
+    """
+    seeds = [envs.agent_seed(config, s) for s in range(config.num_seeds)]
+    if which == "best":
+        loaded = [checkpoint.load_best_params(run_dir, seed) for seed in seeds]
+        params = jax.tree.map(lambda *leaves: np.stack(leaves), *[p for p, _ in loaded])
+        return params, [{"seed": seed, "env_steps": meta["env_steps"], "eval_return_mean": meta["eval_return_mean"]}
+                        for seed, (_, meta) in zip(seeds, loaded, strict=True)]
+    from dqn_jax.loop import agent_keys, build_loop
+
+    loop = build_loop(config)
+    agents, _, step = checkpoint.restore_state(run_dir, loop.abstract_agents(agent_keys(config)))
+    loop.pool.close()
+    return agents.params, [{"seed": seed, "env_steps": step} for seed in seeds]
+
+
+def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsilon: float = 0.0,
+                seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns `policy(observations [B, ...]) -> actions [B] int32` of one agent of a trained run.
+
+    Greedy with probability 1 - `epsilon` (exploration drawn from `seed`); observations as the
+    game's EnvPool pool returns them (Atari: [B, 4, 84, 84] uint8).
+    """
+    from dqn_jax.networks import make_network
+
+    config = run_config(run_dir)
+    all_params, _ = load_params(run_dir, config, params)
+    agent_params = jax.tree.map(lambda leaf: jnp.asarray(leaf[agent]), all_params)
+    network = make_network(config, num_actions_of(config))
+    act = jax.jit(lambda obs, key: epsilon_greedy(key, network.apply(agent_params, obs), epsilon))
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 2**16))
+    return lambda observations: np.asarray(act(jnp.asarray(observations), next(keys)))
+
+
+def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed: int | None,
+          video: bool) -> dict:
+    """Plays `episodes` fresh games per agent of a run; returns the record written to `evaluation.json`."""
+    from dqn_jax.networks import make_network
+
+    trained = run_config(run_dir)
+    config = dataclasses.replace(trained, eval_episodes=episodes, seed=trained.seed if seed is None else seed,
+                                 eval_epsilon=trained.eval_epsilon if epsilon is None else epsilon)
+    config = validate(config)
+    params, sources = load_params(run_dir, trained, which)
+    evaluator = Evaluator(config, make_network(config, num_actions_of(config)), stream=COMMAND_STREAM)
+    result = evaluator.run(params, env_steps=0, record_agent=0 if video else None)
+    record = {"run_dir": str(run_dir), "params": which, "episodes": episodes, "epsilon": config.eval_epsilon,
+              "seed": config.seed, "eval_max_episode_steps": config.eval_max_episode_steps, "agents": []}
+    for s, source in enumerate(sources):
+        returns = result.returns[s]
+        record["agents"].append({
+            **source, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+            "return_min": float(returns.min()), "return_max": float(returns.max()),
+            "length_mean": float(result.lengths[s].mean()), "truncated": int(result.truncated[s].sum()),
+            "returns": returns.tolist()})
+    if video:
+        record["video"] = str(write_video(result.frames, run_dir / "evaluation")) if result.frames else None
+    write_json_atomic(run_dir / "evaluation.json", record)
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m dqn_jax.evaluate",
+                                     description="Score a trained run's agents on fresh games.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--params", choices=("best", "last"), default="best",
+                        help="each seed's best-evaluation params, or the newest state checkpoint's")
+    parser.add_argument("--episodes", type=int, default=30, help="games per agent (default 30)")
+    parser.add_argument("--epsilon", type=float, default=None, help="exploration (default: the run's eval_epsilon)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the games (default: the run's)")
+    parser.add_argument("--video", action="store_true", help="write the first agent's first game (Atari)")
+    args = parser.parse_args(argv)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        if args.episodes < 1:
+            raise ConfigError(f"--episodes={args.episodes}: play at least one game")
+        record = score(args.run_dir, args.params, args.episodes, args.epsilon, args.seed, args.video)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    for agent in record["agents"]:
+        print(f"seed {agent['seed']} ({args.params} params, env step {agent['env_steps']:,}): "
+              f"{agent['return_mean']:.2f} ± {agent['return_std']:.2f} over {args.episodes} games "
+              f"(min {agent['return_min']:.1f}, max {agent['return_max']:.1f}, "
+              f"{agent['truncated']} cut by the time limit)")
+    print(f"wrote {args.run_dir / 'evaluation.json'}" + (f" and {record['video']}" if record.get("video") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The agent's state, the TD loss (DQN and Double DQN targets) and the jit-able update.
+
+`AgentState` holds everything that changes during training. The optax state is created once, in
+`Learner.init`, and carried for the whole run: re-creating Adam would silently throw away its
+moment estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dqn_jax.config import Config
+from dqn_jax.fingerprint import tree_hash
+from dqn_jax.health import update_health
+from dqn_jax.replay import Replay, ReplayState
+
+
+@struct.dataclass
+class AgentState:
+    """One agent. Arrays gain a leading [S] axis when several seeds train together."""
+
+    params: chex.ArrayTree  # online network
+    target_params: chex.ArrayTree  # target network: a periodic copy (or Polyak average) of `params`
+    opt_state: optax.OptState  # Adam moments and step count, carried for the whole run
+    replay: ReplayState
+    rng_key: jax.Array  # advanced at every act and every update
+    env_steps: jax.Array  # [] int32, transitions collected (all envs together)
+    updates: jax.Array  # [] int32, gradient steps taken
+
+
+def td_error(
+    q_tm1: jax.Array,
+    a_tm1: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    q_t_target: jax.Array,
+    q_t_selector: jax.Array,
+) -> jax.Array:
+    """Returns the TD error of one transition: r_t + discount_t * q_t_target[a*] - q_tm1[a_tm1].
+
+    a* = argmax q_t_selector. Pass the target network's values as `q_t_selector` for the DQN
+    target (Mnih et al. 2015), the online network's for Double DQN (van Hasselt et al. 2016).
+
+    Args:
+      q_tm1: Q values at the earlier observation [A].
+      a_tm1: the action taken [] (int).
+      r_t: the reward that followed [].
+      discount_t: the bootstrap's discount (gamma ** steps), or 0 when the return ended at a terminal [].
+      q_t_target: the target network's Q values at the next observation [A].
+      q_t_selector: the Q values whose argmax picks the bootstrap action [A].
+    """
+    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_selector], [1, 0, 0, 0, 1, 1])
+    best_next = jnp.argmax(q_t_selector)
+    target = jax.lax.stop_gradient(r_t + discount_t * q_t_target[best_next])
+    return target - q_tm1[a_tm1]
+
+
+def td_loss(error: jax.Array, kind: str) -> jax.Array:
+    """Returns the loss of one TD error []: Huber with delta 1, or half the squared error."""
+    if kind == "huber":
+        return optax.huber_loss(error, delta=1.0)
+    return 0.5 * jnp.square(error)
+
+
+class Learner(NamedTuple):
+    """The network, the optimizer and the pure functions that train one agent."""
+
+    network: nn.Module
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.Schedule  # of the update count
+    init: Callable[[jax.Array, jax.Array], AgentState]
+    update: Callable[[AgentState], tuple[AgentState, dict]]
+
+
+def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Returns Adam (with optional global-norm clipping) and its learning-rate schedule.
+
+    The schedule is defined over env steps (constant until `learning_rate_decay_start`, then
+    linear over `learning_rate_decay_steps`) and evaluated at the env step of each update:
+    update u happens at env step `learning_starts + u * train_every`.
+    """
+    by_env_step = optax.join_schedules(
+        [optax.constant_schedule(config.learning_rate),
+         optax.linear_schedule(config.learning_rate, config.learning_rate_end,
+                               max(1, config.learning_rate_decay_steps))],
+        boundaries=[config.learning_rate_decay_start],
+    )
+
+    def schedule(update_count):
+        return by_env_step(config.learning_starts + update_count * config.train_every)
+
+    adam = optax.adam(schedule, eps=config.adam_eps)
+    if config.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam), schedule
+    return adam, schedule
+
+
+def make_learner(config: Config, network: nn.Module, replay: Replay,
+                 optimizer: optax.GradientTransformation | None = None) -> Learner:
+    """Returns the learner for one agent; pass `optimizer` to replace the config's Adam."""
+    default_optimizer, schedule = make_optimizer(config)
+    optimizer = optimizer or default_optimizer
+    double, loss_kind = config.double_dqn, config.loss
+    target_every, tau = config.target_update_every, config.target_update_tau
+
+    def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
+        """Returns a fresh agent; `example_obs` is one batch of observations [E, ...]."""
+        init_key, agent_key = jax.random.split(key)
+        params = network.init(init_key, example_obs)
+        return AgentState(
+            params=params,
+            target_params=jax.tree.map(jnp.copy, params),
+            opt_state=optimizer.init(params),
+            replay=replay.init(),
+            rng_key=agent_key,
+            env_steps=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32),
+        )
+
+    def loss_fn(params, target_params, batch):
+        q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
+        q_t_target = network.apply(target_params, batch.obs_t)
+        q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
+        errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
+                                    batch.discount_t, q_t_target, q_t_selector)
+        loss = jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
+        return loss, (errors, q_tm1, activations.get("intermediates", {}))
+
+    def update(state: AgentState, with_health: bool = True) -> tuple[AgentState, dict]:
+        """Returns the agent after one gradient step on a sampled batch, and its metrics.
+
+        Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
+        (uint32 [], the sampled indices' hash) and, when `with_health` (a static flag), `health`
+        (a dict of float32 [], see `health.update_health`).
+        """
+        rng_key, sample_key = jax.random.split(state.rng_key)
+        batch, index = replay.sample(state.replay, sample_key)
+        (loss, (errors, q_tm1, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        num_updates = state.updates + 1
+        copy = num_updates % target_every == 0
+        target_params = jax.tree.map(
+            lambda p, t: jnp.where(copy, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
+            params, state.target_params)
+        metrics = {
+            "loss": loss,
+            "q_mean": jnp.mean(q_tm1),
+            "td_abs_mean": jnp.mean(jnp.abs(errors)),
+            "learning_rate": schedule(state.updates),
+            "batch_hash": tree_hash(index),
+        }
+        if with_health:
+            metrics["health"] = update_health(
+                q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
+                updates=updates, params=state.params, new_params=params, opt_state=opt_state,
+                intermediates=intermediates)
+        new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
+                                  rng_key=rng_key, updates=num_updates)
+        return new_state, metrics
+
+    return Learner(network, optimizer, schedule, init, update)

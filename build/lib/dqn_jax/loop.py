@@ -1,0 +1,309 @@
+"""The training loop: ε-greedy acting, EnvPool stepping, replay writes and updates.
+
+One iteration steps every environment once. Two ways to run iterations share the same code:
+- `fused`: `jit(lax.scan(iteration))` with EnvPool's XLA step inside, so a whole chunk of env steps,
+  replay writes, updates and target copies is one compiled call with the state donated;
+- `host`: EnvPool stepped from Python between a jitted act and a jitted observe-and-learn.
+
+Agents carry a leading seed axis [S] (S = `num_seeds`, 1 by default) and are vmapped; EnvPool's
+XLA handle has no vmap rule, so the env step runs once for the whole S*E pool outside the vmap.
+The "learn now?" branch depends only on the shared iteration counter, so it stays a real
+`lax.cond` (a vmapped predicate would turn it into a select that always pays for the update).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from dqn_jax import envs
+from dqn_jax.acting import epsilon_greedy, epsilon_schedule
+from dqn_jax.config import Config
+from dqn_jax.fingerprint import tree_hash
+from dqn_jax.learner import AgentState, Learner, make_learner
+from dqn_jax.networks import make_network
+from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
+from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
+
+
+@struct.dataclass
+class EnvCarry:
+    """What the loop remembers between env steps, each [S, E, ...]."""
+
+    obs: jax.Array  # observation each env will act on
+    first: jax.Array  # bool: `obs` starts a new frame stack (after a hard reset)
+    dead: jax.Array  # bool: `obs` is terminal, so the next env step is EnvPool's reset step
+    dead_hard: jax.Array  # bool: ... and the episode really ended (not only a life)
+    episode_return: jax.Array  # float32 raw return of the game in progress
+    episode_length: jax.Array  # int32 env steps of the game in progress
+    lives: jax.Array  # int32 lives left (Atari; 0 where the game has none)
+
+
+class LoopState(NamedTuple):
+    """The full state of a run in progress: agents, env bookkeeping, shared counter."""
+
+    agents: AgentState  # leading [S] axis
+    carry: EnvCarry
+    iteration: jax.Array  # [] int32 vector steps taken (same for every agent)
+    handle: Any  # EnvPool XLA handle (fused loop) or None (host loop)
+
+
+def _zeros_shaped_like(shapes):
+    """Returns zeros with the shapes and dtypes of a tree of `jax.ShapeDtypeStruct`."""
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+
+def _split_agents(array, num_seeds: int):
+    return array.reshape(num_seeds, -1, *array.shape[1:])
+
+
+def _episode_bookkeeping(carry: EnvCarry, epsilon, next_obs, terminated, truncated, hard, raw_reward, lives):
+    """Returns `(ExperienceRecord, next EnvCarry)` for one env step; every argument is [S, E, ...].
+
+    `carry.dead` marks EnvPool's reset steps (the step after any done): they are not real steps,
+    and their reward is 0. `hard` marks a game over or time limit, not a lost life.
+    """
+    real_step = ~carry.dead
+    episode_return = carry.episode_return + raw_reward
+    episode_length = carry.episode_length + real_step.astype(jnp.int32)
+    ended = hard & real_step
+    life_lost = real_step & ~hard & (lives < carry.lives)
+    count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
+    experience = ExperienceRecord(
+        epsilon=epsilon, episode_done=ended, episode_return=episode_return, episode_length=episode_length,
+        episode_truncated=ended & truncated, real_steps=count(real_step),
+        reward_nonzero_steps=count(real_step & (raw_reward != 0)),
+        life_losses=count(life_lost), life_loss_terminals=count(life_lost & terminated))
+    next_carry = EnvCarry(
+        obs=next_obs,
+        first=carry.dead & carry.dead_hard,  # the step just taken was a hard reset
+        dead=terminated | truncated,
+        dead_hard=hard,
+        episode_return=jnp.where(ended, 0.0, episode_return),
+        episode_length=jnp.where(ended, 0, episode_length),
+        lives=lives,
+    )
+    return experience, next_carry
+
+
+class Loop:
+    """Builds the pool, the agents and the compiled iteration functions for one run."""
+
+    def __init__(self, config: Config, pool, learner: Learner, replay: Replay):
+        """`pool` is the training pool from `envs.make_train_pool(config)`; the loop owns it."""
+        self.config = config
+        self.learner = learner
+        self.replay = replay
+        self.pool = pool
+        self.epsilon = epsilon_schedule(config)
+        # Rounds of updates between two health measurements (a round is `updates_per_vector_step` updates).
+        self.health_rounds = max(1, config.health_every // config.updates_per_vector_step)
+        self.mode = config.loop
+        self._xla = None
+        if self.mode == "fused":
+            try:
+                self._xla = self.pool.xla()
+            except Exception as err:  # EnvPool built without its XLA extension, for instance
+                warnings.warn(f"EnvPool's XLA interface is unavailable ({err}); using --loop=host instead",
+                              stacklevel=2)
+                self.mode = "host"
+        self._chunk = jax.jit(self._chunk_fn, static_argnums=1, donate_argnums=0)
+        self._act = jax.jit(self._act_fn)
+        self._observe = jax.jit(self._observe_fn, donate_argnums=0)
+
+    # --- state -------------------------------------------------------------------------------
+    def init(self, keys: jax.Array) -> LoopState:
+        """Returns the initial state: fresh agents (one per key in `keys` [S]) and reset envs."""
+        S = self.config.num_seeds
+        obs, info = self.pool.reset()
+        obs = jnp.asarray(_split_agents(obs, S))
+        # Jitted so the replay's zeros are allocated once at [S, ...], not built then broadcast (2x peak).
+        agents = jax.jit(jax.vmap(self.learner.init))(keys, obs)
+        return LoopState(agents, self.initial_carry(obs), jnp.zeros((), jnp.int32), self._handle())
+
+    def resume(self, agents: AgentState, iteration: int) -> LoopState:
+        """Returns the state for restored `agents` [S]: envs reset, in-flight episodes cut in replay."""
+        obs, _ = self.pool.reset()
+        obs = jnp.asarray(_split_agents(obs, self.config.num_seeds))
+        agents = agents.replace(replay=jax.jit(jax.vmap(end_in_flight), donate_argnums=0)(agents.replay))
+        return LoopState(agents, self.initial_carry(obs), jnp.asarray(iteration, jnp.int32), self._handle())
+
+    def abstract_agents(self, keys: jax.Array) -> AgentState:
+        """Returns the shapes and dtypes of the agents `init` would build (nothing allocated)."""
+        facts = envs.facts(self.pool)
+        obs = jax.ShapeDtypeStruct((self.config.num_seeds, self.config.num_envs, *facts.obs_shape), facts.obs_dtype)
+        return jax.eval_shape(jax.vmap(self.learner.init), keys, obs)
+
+    def initial_carry(self, obs: jax.Array) -> EnvCarry:
+        """Returns the env bookkeeping for freshly reset envs with observations `obs` [S, E, ...]."""
+        shape = obs.shape[:2]
+        return EnvCarry(obs=obs, first=jnp.ones(shape, bool), dead=jnp.zeros(shape, bool),
+                        dead_hard=jnp.zeros(shape, bool),
+                        episode_return=jnp.zeros(obs.shape[:2], jnp.float32),
+                        episode_length=jnp.zeros(obs.shape[:2], jnp.int32),
+                        lives=jnp.zeros(obs.shape[:2], jnp.int32))
+
+    def _handle(self):
+        return None if self.mode == "host" else self._xla[0]
+
+    # --- one iteration, in two halves around the env step ----------------------------------
+    def _act_fn(self, agents: AgentState, obs: jax.Array):
+        def act_one(agent: AgentState, agent_obs):
+            rng_key, explore_key = jax.random.split(agent.rng_key)
+            epsilon = self.epsilon(agent.env_steps)
+            q_values = self.learner.network.apply(agent.params, agent_obs)
+            return agent.replace(rng_key=rng_key), epsilon_greedy(explore_key, q_values, epsilon), epsilon
+
+        return jax.vmap(act_one)(agents, obs)
+
+    def _after_step(self, agents, carry: EnvCarry, iteration, actions, epsilon, step_out):
+        """Writes the step to replay, learns when due, and updates the episode bookkeeping."""
+        config, S = self.config, self.config.num_seeds
+        next_obs, reward, terminated, truncated, info = step_out
+        hard = envs.hard_done(terminated, truncated, info)
+        raw_reward = envs.raw_reward(reward, info)
+        split = lambda x: _split_agents(jnp.asarray(x), S)  # noqa: E731
+        lives = info["lives"] if "lives" in info else jnp.zeros_like(jnp.asarray(terminated), jnp.int32)
+        next_obs, reward, terminated, truncated, hard, raw_reward, lives = map(
+            split, (next_obs, reward, terminated, truncated, hard, raw_reward, lives))
+        lives = lives.astype(jnp.int32)
+
+        def add_one(agent: AgentState, obs, action, reward, terminal, is_transition, first):
+            replay = self.replay.add(agent.replay, frame_of(obs, config.frame_stack), action, reward,
+                                     terminal, is_transition, first)
+            return agent.replace(replay=replay, env_steps=agent.env_steps + config.num_envs)
+
+        stored_reward = reward * config.reward_scale if config.reward_scale != 1.0 else reward
+        agents = jax.vmap(add_one)(agents, carry.obs, actions, stored_reward, terminated, ~carry.dead, carry.first)
+
+        iteration = iteration + 1
+        due = (iteration % config.vector_steps_per_update == 0) & (
+            iteration * config.num_envs >= config.learning_starts)
+        updates_before = agents.updates[0]  # the same for every agent: one shared schedule
+        # Health statistics add reductions to every update they run in: measure them every `health_every`.
+        health_due = due & ((iteration // config.vector_steps_per_update) % self.health_rounds == 0)
+        agents, learn_metrics = jax.lax.cond(
+            due,
+            lambda a: jax.lax.cond(health_due, self._learn_with_health, self._learn_without_health, a),
+            self._skip_learn, agents)
+        every = config.fingerprint_every
+        fingerprint = due & (agents.updates[0] // every > updates_before // every)
+        params_hash, params_norm = jax.lax.cond(
+            fingerprint,
+            lambda params: (jax.vmap(tree_hash)(params), jax.vmap(optax.tree.norm)(params)),
+            lambda params: (jnp.zeros((S,), jnp.uint32), jnp.zeros((S,), jnp.float32)),
+            agents.params)
+
+        experience, new_carry = _episode_bookkeeping(carry, epsilon, next_obs, terminated, truncated, hard,
+                                                     raw_reward, lives)
+        record = StepRecord(
+            learn=LearnRecord(learned=due, updates=agents.updates, loss=learn_metrics["loss"],
+                              q_mean=learn_metrics["q_mean"], td_abs_mean=learn_metrics["td_abs_mean"],
+                              learning_rate=learn_metrics["learning_rate"]),
+            experience=experience,
+            health=HealthRecord(measured=health_due, stats=learn_metrics["health"]),
+            fingerprint=FingerprintRecord(due=fingerprint, batch_hash=learn_metrics["batch_hash"],
+                                          params_hash=params_hash, params_norm=params_norm))
+        return agents, new_carry, iteration, record
+
+    def _learn(self, agents: AgentState, with_health: bool = True):
+        """One round of `updates_per_vector_step` updates; health statistics from the last one."""
+        rounds = self.config.updates_per_vector_step
+        last_update = jax.vmap(functools.partial(self.learner.update, with_health=with_health))
+        if rounds == 1:
+            return last_update(agents)
+        update = jax.vmap(functools.partial(self.learner.update, with_health=False))
+        # The replay is read-only in these rounds: carry only what the updates change.
+        replay = agents.replay
+
+        def one_round(learner_part, _):
+            agents, metrics = update(learner_part.replace(replay=replay))
+            return agents.replace(replay=None), metrics
+
+        learner_part, metrics = jax.lax.scan(one_round, agents.replace(replay=None), None, length=rounds - 1)
+        agents, last = last_update(learner_part.replace(replay=replay))
+        combined = {k: jnp.concatenate([m, last[k][None]]) for k, m in metrics.items()}
+        combined = {k: m[-1] if k == "batch_hash" else m.mean(axis=0) for k, m in combined.items()}
+        if with_health:
+            combined["health"] = last["health"]
+        return agents, combined
+
+    def _learn_with_health(self, agents: AgentState):
+        return self._learn(agents, with_health=True)
+
+    def _learn_without_health(self, agents: AgentState):
+        agents, metrics = self._learn(agents, with_health=False)
+        health = _zeros_shaped_like(jax.eval_shape(self._learn_with_health, agents)[1]["health"])
+        return agents, {**metrics, "health": health}
+
+    def _skip_learn(self, agents: AgentState):
+        return agents, _zeros_shaped_like(jax.eval_shape(self._learn_with_health, agents)[1])
+
+    # --- fused: a whole chunk in one compiled call -------------------------------------------
+    def _chunk_fn(self, state: LoopState, num_iterations: int):
+        _, _, xla_send_recv_step = self._xla[1], self._xla[2], self._xla[3]
+        S, E = self.config.num_seeds, self.config.num_envs
+
+        def iteration_fn(state: LoopState, _):
+            agents, actions, epsilon = self._act_fn(state.agents, state.carry.obs)
+            handle, step_out = xla_send_recv_step(state.handle, actions.reshape(S * E))
+            agents, carry, iteration, record = self._after_step(
+                agents, state.carry, state.iteration, actions, epsilon, step_out)
+            return LoopState(agents, carry, iteration, handle), record
+
+        return jax.lax.scan(iteration_fn, state, None, length=num_iterations)
+
+    # --- host: EnvPool stepped from Python ---------------------------------------------------
+    def _observe_fn(self, agents, carry, iteration, actions, epsilon, step_out):
+        return self._after_step(agents, carry, iteration, actions, epsilon, step_out)
+
+    def _host_chunk(self, state: LoopState, num_iterations: int):
+        agents, carry, iteration = state.agents, state.carry, state.iteration
+        records = []
+        S, E = self.config.num_seeds, self.config.num_envs
+        for _ in range(num_iterations):
+            agents, actions, epsilon = self._act(agents, carry.obs)
+            obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(S * E))
+            info = {k: info[k] for k in ("terminated", "reward", "lives") if k in info}
+            agents, carry, iteration, record = self._observe(
+                agents, carry, iteration, actions, epsilon, (obs, reward, terminated, truncated, info))
+            records.append(record)
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *records)
+        return LoopState(agents, carry, iteration, None), stacked
+
+    def run_chunk(self, state: LoopState, num_iterations: int) -> tuple[LoopState, StepRecord]:
+        """Returns the state after `num_iterations` vector steps and their stacked records [K, ...]."""
+        if self.mode == "host":
+            return self._host_chunk(state, num_iterations)
+        return self._chunk(state, num_iterations)
+
+
+def make_replay_for(config: Config, facts: envs.EnvFacts) -> Replay:
+    """Returns the replay functions for one agent of a run with this config and these env facts."""
+    return make_replay(config.replay_steps, config.num_envs, facts.frame_shape, facts.obs_dtype,
+                       config.frame_stack, config.batch_size, gamma=config.gamma, n_step=config.n_step)
+
+
+def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0) -> Loop:
+    """Returns the loop for a validated config: training pool, network, replay, learner.
+
+    `network` (a Flax module) and `optimizer` (an optax transformation) replace the config's;
+    `resumed_at` (env steps) seeds the pool for a resumed run.
+    """
+    pool = envs.make_train_pool(config, resumed_at)
+    facts = envs.facts(pool)
+    network = network or make_network(config, facts.num_actions)
+    replay = make_replay_for(config, facts)
+    return Loop(config, pool, make_learner(config, network, replay, optimizer), replay)
+
+
+def agent_keys(config: Config) -> jax.Array:
+    """Returns one PRNG key per agent [S, 2], from the agents' seeds."""
+    return jnp.stack([jax.random.PRNGKey(envs.agent_seed(config, s)) for s in range(config.num_seeds)])

@@ -1,0 +1,76 @@
+"""Provenance: the machine and the library versions that every benchmark result records beside its numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "envpool", "numpy")
+
+
+def cpu_model() -> str:
+    """Returns the CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """Returns the machine: CPU model, core count, memory, accelerator (if JAX sees one)."""
+    import jax
+
+    devices = jax.devices()
+    memory_gb = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [d.device_kind for d in devices],
+    }
+
+
+def versions() -> dict:
+    """Returns the Python version and the versions of the packages that matter for speed."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    if os.environ.get("DQN_JAX_COMMIT"):  # a copy of the tree without .git (the GPU machine's)
+        found["dqn_jax_commit"] = os.environ["DQN_JAX_COMMIT"]
+        return found
+    try:
+        found["dqn_jax_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found["dqn_jax_commit"] = None
+    return found
+
+
+def write_result(path: Path | str, payload: dict, quiet: bool = False) -> None:
+    """Writes `payload` with `machine`, `versions` and `date` added, as indented JSON."""
+    payload = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(), "versions": versions(), **payload}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    if not quiet:
+        print(f"wrote {path}")
