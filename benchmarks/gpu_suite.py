@@ -41,8 +41,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fps.py beside this file
 
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -351,5 +349,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     sys.exit(main())
