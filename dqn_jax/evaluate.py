@@ -28,6 +28,7 @@ from dqn_jax.acting import epsilon_greedy
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.config import Config, ConfigError, validate
 from dqn_jax.metrics import CONFIG_FILE, write_json_atomic
+from dqn_jax.networks import make_network
 
 EVAL_KEY_STREAM = 0x5EED_E7A1  # folds the agents' seeds into a key stream separate from training
 
@@ -44,11 +45,14 @@ class EvalResult(NamedTuple):
 class Evaluator:
     """Plays `eval_episodes` games per agent on its own pool with given parameters."""
 
-    def __init__(self, config: Config, network, stream: int = 1):
-        """`stream` selects the pool's seeds and exploration keys (1: the evaluations during training)."""
+    def __init__(self, config: Config, network=None, stream: int = 1):
+        """`network`: the agents' Q-network (default: the config's, for the pool's action count);
+        `stream` selects the pool's seeds and exploration keys (1: the evaluations during training)."""
         self.config = config
         self.pool = envs.make_eval_pool(config, stream)
         self.num_actions = envs.facts(self.pool).num_actions
+        if network is None:
+            network = make_network(config, self.num_actions)
         seeds = jnp.array([envs.agent_seed(config, s) for s in range(config.num_seeds)])
         key_stream = EVAL_KEY_STREAM + stream - 1
         self.base_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), key_stream))(seeds)
@@ -157,8 +161,6 @@ def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsil
     Greedy with probability 1 - `epsilon` (exploration drawn from `seed`); observations as the
     game's EnvPool pool returns them (Atari: [B, 4, 84, 84] uint8).
     """
-    from dqn_jax.networks import make_network
-
     config = run_config(run_dir)
     all_params, _ = load_params(run_dir, config, params)
     agent_params = jax.tree.map(lambda leaf: jnp.asarray(leaf[agent]), all_params)
@@ -171,14 +173,12 @@ def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsil
 def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed: int | None,
           video: bool) -> dict:
     """Plays `episodes` fresh games per agent of a run; returns the record written to `evaluation.json`."""
-    from dqn_jax.networks import make_network
-
     trained = run_config(run_dir)
     config = dataclasses.replace(trained, eval_episodes=episodes, seed=trained.seed if seed is None else seed,
                                  eval_epsilon=trained.eval_epsilon if epsilon is None else epsilon)
     config = validate(config)
     params, sources = load_params(run_dir, trained, which)
-    evaluator = Evaluator(config, make_network(config, num_actions_of(config)), stream=COMMAND_STREAM)
+    evaluator = Evaluator(config, stream=COMMAND_STREAM)
     result = evaluator.run(params, env_steps=0, record_agent=0 if video else None)
     record = {"run_dir": str(run_dir), "params": which, "episodes": episodes, "epsilon": config.eval_epsilon,
               "seed": config.seed, "eval_max_episode_steps": config.eval_max_episode_steps, "agents": []}

@@ -30,7 +30,7 @@ from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.cli import parse_command
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.diagnostics import Finding, History, diagnose
-from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, write_video
+from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, load_params, write_video
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, RunWriter, read_metrics, write_json_atomic
 from dqn_jax.progress import Progress, Remaining, StopRequests
@@ -230,8 +230,7 @@ class Trainer:
         config = self.config
         if not config.final_eval_episodes or not all(np.isfinite(self.book.best)):
             return
-        params = jax.tree.map(lambda *leaves: np.stack(leaves),
-                              *[checkpoint.load_best_params(self.run_dir, seed)[0] for seed in self.seeds])
+        params, _ = load_params(self.run_dir, config, "best")
         games = dataclasses.replace(config, eval_episodes=config.final_eval_episodes)
         result = Evaluator(games, self.loop.learner.network, stream=COMMAND_STREAM).run(params, self.book.env_steps)
         self.best_params_returns = result.returns.mean(axis=1).tolist()
