@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,12 @@ from dqn_jax.metrics import CONFIG_FILE
 DEFAULT_GAME = games.CARTPOLE  # `python -m dqn_jax.train` alone trains the fast sanity problem
 PROG = "python -m dqn_jax.train"
 DESCRIPTION = "Train DQN on an EnvPool game and write a run directory."
+
+
+def one_line_warnings() -> None:
+    """Makes this process print each warning as one `warning: MESSAGE` line, without the source
+    file and line that `warnings` adds by default (noise for a user of the command line)."""
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
 
 
 def parse_config(argv: Sequence[str]) -> Config:

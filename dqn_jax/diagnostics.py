@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from dqn_jax import health as H
 from dqn_jax.config import Config
-from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE
+from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE, Q_OVERESTIMATION
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -56,6 +56,12 @@ class History:
         return cls(config=config, train=[r for r in rows if r["kind"] == "train"],
                    eval=[r for r in rows if r["kind"] == "eval"],
                    health=[r for r in rows if r["kind"] == "health"])
+
+
+    def learning(self, rows: list[dict]) -> list[dict]:
+        """Returns the rows written after learning started (after `learning_starts` env steps):
+        a rule that judges learning must not judge the random steps before it."""
+        return [r for r in rows if r["env_steps"] > self.config.learning_starts]
 
 
 def _num(value) -> float:
@@ -214,7 +220,7 @@ def episode_length_exploit(h: History) -> Finding | None:
     Reaching the cap is success when capped episodes score more than any episode that really
     ended (CartPole at 500); it is a stall when they score no more, or when no episode ever ends.
     """
-    rows = [r for r in h.health if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None][-5:]
+    rows = [r for r in h.learning(h.health) if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None][-5:]
     if len(rows) < 2:
         return None
     truncated = sum(r[H.TRUNCATED_FRACTION] * r[H.EPISODES] for r in rows) / sum(r[H.EPISODES] for r in rows)
@@ -267,39 +273,138 @@ def epsilon_floor_before_learning(h: History) -> Finding | None:
 
 
 def no_learning_progress(h: History) -> Finding | None:
-    """Evaluation returns that never improve."""
-    if len(h.eval) < 5:
+    """Evaluation returns that never improve once learning has started.
+
+    The baseline is the last evaluation before learning started (the untrained policy), else the
+    first one after; five evaluations after learning started are needed before judging.
+    """
+    after = h.learning(h.eval)
+    if len(after) < 5:
         return None
-    returns = [_num(r.get(EVAL_RETURN_MEAN)) for r in h.eval]
-    first, best = returns[0], max(returns[1:])
+    before = [r for r in h.eval if r["env_steps"] <= h.config.learning_starts]
+    baseline_row = before[-1] if before else after[0]
+    first = _num(baseline_row.get(EVAL_RETURN_MEAN))
+    best = max(_num(r.get(EVAL_RETURN_MEAN)) for r in after if r is not baseline_row)
     if best > first + max(1.0, 0.1 * abs(first)):
         return None
-    row = h.eval[-1]
+    row = after[-1]
     return Finding(
         "no_learning_progress", "warning", row["env_steps"],
-        f"best evaluation return {best:.3g} after {row['env_steps']:,} env steps, "
-        f"vs {first:.3g} at the first evaluation",
-        "the policy is no better than at the start",
-        "read the other findings first; otherwise check the learning rate and that learning has started "
-        "(--learning-starts)")
+        f"best evaluation return {best:.3g} in {len(after)} evaluations since learning started "
+        f"(env step {h.config.learning_starts:,}), vs {first:.3g} at env step {baseline_row['env_steps']:,}",
+        "the policy is no better than before it learned anything",
+        "read the other findings first; otherwise check the learning rate, the reward path and the "
+        "exploration schedule")
+
+
+# Thresholds of the plasticity, over-estimation and churn rules. Each sits well beyond what healthy
+# runs show (measured: docs/health.md, "Healthy ranges"): a healthy CartPole run ends with 28% of
+# its neurons τ-dormant, srank at half its peak, Q 9% above the realized value and 1-7% churn.
+DORMANT_ALARM = 0.6  # fraction of all hidden neurons τ-dormant ...
+DORMANT_RISE = 3.0  # ... and this many times the fraction at the first measurements
+SRANK_COLLAPSE = 0.25  # srank below this fraction of its highest value so far
+OVERESTIMATION_ALARM = 1.0  # Q(s_0) at least twice the value that followed (ratio - 1)
+CHURN_ALARM = 0.3  # a third of the batch changes its greedy action in one update
+STREAK = 3  # consecutive rows (health rows, or evaluations) that must show it
+
+
+def plasticity_loss(h: History) -> Finding | None:
+    """Neurons going dormant, or the features' rank collapsing: a network losing the ability to learn."""
+    rows = [r for r in h.learning(h.health) if r.get(H.DORMANT_FRACTION) is not None]
+    if len(rows) < STREAK + 3:
+        return None
+    early_dormant = sorted(_num(r[H.DORMANT_FRACTION]) for r in rows[:3])[1]
+    row = _streak(rows[3:], lambda r: _num(r[H.DORMANT_FRACTION]) >= max(DORMANT_ALARM, DORMANT_RISE * early_dormant),
+                  STREAK)
+    if row is not None:
+        layers = {H.layer_of(k, H.DORMANT_FRACTION): _num(v) for k, v in row.items()
+                  if H.layer_of(k, H.DORMANT_FRACTION)}
+        worst = max(layers, key=layers.get) if layers else None
+        return Finding(
+            "plasticity_loss", "warning", row["env_steps"],
+            f"{_num(row[H.DORMANT_FRACTION]):.0%} of the hidden neurons are dormant (τ = {H.DORMANT_TAU}; "
+            f"{early_dormant:.0%} when learning started)"
+            + (f", most in {worst} ({layers[worst]:.0%})" if worst else ""),
+            "dormant neurons (Sokar et al. 2023) barely respond to any input and get almost no gradient; as "
+            "they spread the network can fit less and less, and stops improving",
+            "--normalization=layer_norm, a lower learning rate, fewer updates per env step (--train-every), "
+            "or --activation=leaky_relu")
+    peak = 0.0
+
+    def collapsed(r: dict) -> bool:
+        nonlocal peak
+        peak = max(peak, _num(r.get(H.SRANK)))
+        return peak >= 4 and _num(r.get(H.SRANK)) <= SRANK_COLLAPSE * peak
+
+    row = _streak(rows, collapsed, STREAK)
+    if row is None:
+        return None
+    return Finding(
+        "plasticity_loss", "warning", row["env_steps"],
+        f"srank of the penultimate features {_num(row[H.SRANK]):.0f} (of at most "
+        f"{_num(row.get(H.FEATURE_RANK_BOUND)):.0f}), down from {peak:.0f}",
+        "the features collapse onto a few directions (implicit under-parameterisation, Kumar et al. 2021): "
+        "the Q head can only tell apart states those directions separate",
+        "--normalization=layer_norm, a lower learning rate, fewer updates per env step (--train-every), "
+        "or a larger batch")
+
+
+def q_overestimation(h: History) -> Finding | None:
+    """Q values at the start of evaluation games far above the discounted reward that followed, and growing."""
+    rows = [r for r in h.learning(h.eval) if r.get(Q_OVERESTIMATION) is not None]
+    for i in range(len(rows) - STREAK + 1):
+        window = rows[i:i + STREAK]
+        values = [_num(r[Q_OVERESTIMATION]) for r in window]
+        if min(values) >= OVERESTIMATION_ALARM and values[-1] > values[0]:
+            row = window[0]
+            return Finding(
+                "q_overestimation", "warning", row["env_steps"],
+                f"Q at the first state of the evaluation games is {_num(row.get('eval_q_start')):.3g}, the "
+                f"discounted reward that followed {_num(row.get('eval_value_realized')):.3g} "
+                f"(over-estimation {values[0]:.2f} → {values[-1]:.2f} over {STREAK} evaluations)",
+                "the max in the TD target picks up noise as value (van Hasselt et al. 2016); the estimates "
+                "feed on themselves and the policy chases actions whose value is an artefact",
+                "--double-dqn; or a lower learning rate, a longer --target-update-every, --n-step=3")
+    return None
+
+
+def policy_churn(h: History) -> Finding | None:
+    """The greedy policy thrashing: a large part of the batch changes its best action at every update."""
+    rows = [r for r in h.learning(h.health) if r.get(H.POLICY_CHURN) is not None]
+    row = _streak(rows[3:], lambda r: _num(r[H.POLICY_CHURN]) >= CHURN_ALARM, STREAK)
+    if row is None:
+        return None
+    return Finding(
+        "policy_churn", "warning", row["env_steps"],
+        f"one update changes the greedy action of {_num(row[H.POLICY_CHURN]):.0%} of the sampled states "
+        f"(action gap {_num(row.get(H.ACTION_GAP)):.3g})",
+        "some churn is normal (Schaul et al. 2022: a large fraction of states within a handful of updates), "
+        "but this much at every update means the policy the agent acts with is close to noise",
+        "a lower learning rate; --double-dqn; copy the target less often (--target-update-every)")
 
 
 RULES: tuple[Callable[[History], Finding | None], ...] = (
     non_finite, dead_q_head, dead_layer, reward_signal_empty, optimizer_reset, q_divergence,
     exploding_gradients, vanishing_gradients, episode_length_exploit, life_loss_not_terminal,
-    epsilon_floor_before_learning, no_learning_progress,
+    epsilon_floor_before_learning, no_learning_progress, plasticity_loss, q_overestimation, policy_churn,
 )
 
 # A finding on the left explains the ones on the right: report the cause, not its consequences.
 EXPLAINS = {
     "non_finite": {"q_divergence", "exploding_gradients", "vanishing_gradients", "dead_layer", "dead_q_head",
-                   "no_learning_progress"},
-    "q_divergence": {"exploding_gradients", "no_learning_progress"},
-    "dead_q_head": {"vanishing_gradients", "no_learning_progress"},
-    "dead_layer": {"vanishing_gradients", "no_learning_progress"},
+                   "no_learning_progress", "plasticity_loss", "q_overestimation", "policy_churn"},
+    "q_divergence": {"exploding_gradients", "no_learning_progress", "q_overestimation", "policy_churn"},
+    "dead_q_head": {"vanishing_gradients", "no_learning_progress", "plasticity_loss", "policy_churn"},
+    "dead_layer": {"vanishing_gradients", "no_learning_progress", "plasticity_loss"},
     "reward_signal_empty": {"vanishing_gradients", "no_learning_progress"},
     "optimizer_reset": {"no_learning_progress"},
 }
+
+
+def across_seeds(finding: Finding, named: int, num_seeds: int, seeds: Sequence[int]) -> str:
+    """Returns one finding of a multi-seed run as the line that stands for its rule: "3 of 8 seeds
+    (seed 0, 4, 5): [warning] ..." — `named` seeds of `num_seeds` have it, `seeds` are listed."""
+    return f"{named} of {num_seeds} seeds (seed {', '.join(map(str, seeds))}): {finding.render()}"
 
 
 def diagnose(history: History) -> list[Finding]:

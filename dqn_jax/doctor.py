@@ -15,7 +15,7 @@ from typing import Sequence
 
 from dqn_jax import health as H
 from dqn_jax.config import Config
-from dqn_jax.diagnostics import Finding, History, diagnose
+from dqn_jax.diagnostics import SEVERITIES, Finding, History, across_seeds, diagnose
 from dqn_jax.metrics import CONFIG_FILE, METRICS_FILE, read_metrics
 from dqn_jax.presets import load_toml
 from dqn_jax.records import EVAL_RETURN_MEAN
@@ -94,21 +94,53 @@ def plot(run_dir: Path, rows: list[dict]) -> Path:
     return path
 
 
+def next_step(findings: dict[int, list[Finding]]) -> str | None:
+    """Returns the one thing to try first: the fix of the most severe finding, among equals the one
+    most seeds share, then the earliest."""
+    by_rule: dict[str, list[Finding]] = {}
+    for found in findings.values():
+        for finding in found:
+            by_rule.setdefault(finding.rule, []).append(finding)
+    if not by_rule:
+        return None
+    first = min(by_rule.values(), key=lambda same: (-SEVERITIES.index(same[0].severity), -len(same),
+                                                    min(f.env_steps for f in same)))
+    return f"{first[0].fix} ({first[0].rule})"
+
+
 def report(run_dir: Path, out=print) -> int:
-    """Prints the verdict for a run directory, writes its plots; returns the exit code."""
+    """Prints the verdict for a run directory, writes its plots; returns the exit code.
+
+    One seed: each finding. Several: each rule once, with how many seeds it names and the first
+    of them in full, then a verdict per seed. Either way the report ends with the next thing to try.
+    """
     config, rows = load_run(run_dir)
     findings = findings_by_seed(config, rows)
     path = plot(run_dir, rows)
     all_findings = [(seed, f) for seed, found in findings.items() for f in found]
     if not all_findings:
         out(f"healthy: no finding in {run_dir} ({len(findings)} seed(s) examined)")
-    for seed, finding in all_findings:
-        out(("" if len(findings) == 1 else f"seed {seed}: ") + finding.render())
+    elif len(findings) == 1:
+        for _, finding in all_findings:
+            out(finding.render())
+    else:
+        rules = list(dict.fromkeys(f.rule for _, f in all_findings))
+        for rule in rules:
+            seeds = [seed for seed, f in all_findings if f.rule == rule]
+            first = next(f for _, f in all_findings if f.rule == rule)
+            out(across_seeds(first, len(seeds), len(findings), seeds))
+        for seed, found in findings.items():
+            errors = sum(f.severity == "error" for f in found)
+            out(f"seed {seed}: " + (f"{errors} error(s), {len(found) - errors} warning(s): "
+                                    f"{', '.join(f.rule for f in found)}" if found else "healthy"))
     errors = sum(f.severity == "error" for _, f in all_findings)
     warnings = sum(f.severity == "warning" for _, f in all_findings)
     if all_findings:
         out(f"verdict: {errors} error(s), {warnings} warning(s)")
     out(f"plots: {path}")
+    step = next_step(findings)
+    if step:
+        out(f"next: {step}")
     return 1 if errors else 0
 
 

@@ -40,6 +40,15 @@ class EvalResult(NamedTuple):
     lengths: np.ndarray  # int64: env steps per game
     truncated: np.ndarray  # bool: the game was cut by `eval_max_episode_steps`, not finished
     frames: list[np.ndarray] | None  # agent `record_agent`'s first game, [H, W] uint8 each (Atari)
+    q_start: np.ndarray | None = None  # float64: max_a Q(s_0, a), the network's value of each game's first state
+    value_realized: np.ndarray | None = None  # float64: what Q(s_0) estimates, as it happened (`realized_values`)
+
+
+def training_rewards(config: Config, raw_rewards: np.ndarray) -> np.ndarray:
+    """Returns the rewards the learner would have stored for these raw rewards: clipped to their
+    sign (Atari with `reward_clip`) and multiplied by `reward_scale`."""
+    rewards = np.sign(raw_rewards) if config.is_atari and config.reward_clip else raw_rewards
+    return rewards * config.reward_scale
 
 
 class Evaluator:
@@ -60,7 +69,7 @@ class Evaluator:
         def act(params, obs, keys):
             def act_one(agent_params, agent_obs, key):
                 q_values = network.apply(agent_params, agent_obs)
-                return epsilon_greedy(key, q_values, config.eval_epsilon)
+                return epsilon_greedy(key, q_values, config.eval_epsilon), jnp.max(q_values, axis=-1)
 
             return jax.vmap(act_one)(params, obs, keys)
 
@@ -68,29 +77,51 @@ class Evaluator:
 
     def run(self, params, env_steps: int, record_agent: int | None = None) -> EvalResult:
         """Plays one game per evaluation env with `params` (leading [S] axis); returns its `EvalResult`
-        (frames only when `record_agent` is given and the game is Atari)."""
-        S, N = self.config.num_seeds, self.config.eval_episodes
+        (frames only when `record_agent` is given and the game is Atari).
+
+        Beside the score, each game measures over-estimation (van Hasselt et al. 2016): the
+        network's value of the first state, max_a Q(s_0, a), against what it estimates as it then
+        happened — the discounted sum of the rewards the learner would have stored (clipped and
+        scaled), up to the first lost life under `episodic_life` (the learner's terminal), else to
+        the game's end.
+        """
+        config = self.config
+        S, N = config.num_seeds, config.eval_episodes
         keys = jax.vmap(lambda k: jax.random.fold_in(k, env_steps))(self.base_keys)
-        obs, _ = self.pool.reset()
+        obs, info = self.pool.reset()
         returns = np.zeros(S * N)
         lengths = np.zeros(S * N, np.int64)
         running = np.ones(S * N, bool)
         cut = np.zeros(S * N, bool)
-        frames = [] if record_agent is not None and self.config.is_atari else None
+        q_start = None
+        value_realized, discount = np.zeros(S * N), np.ones(S * N)
+        valuing = np.ones(S * N, bool)  # still inside the stretch Q(s_0) estimates
+        lives = np.asarray(info["lives"]) if "lives" in info else None
+        frames = [] if record_agent is not None and config.is_atari else None
         recorded = record_agent * N if frames is not None else None
         while running.any():
             if frames is not None and running[recorded]:
                 frames.append(obs[recorded, -1])
             keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
             keys, step_keys = keys[:, 0], step_keys[:, 0]
-            actions = self._act(params, jnp.asarray(obs).reshape(S, N, *obs.shape[1:]), step_keys)
+            actions, q_max = self._act(params, jnp.asarray(obs).reshape(S, N, *obs.shape[1:]), step_keys)
+            if q_start is None:
+                q_start = np.asarray(q_max, np.float64).reshape(-1)
             obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(-1))
-            returns += np.where(running, envs.raw_reward(reward, info), 0.0)
+            raw = np.asarray(envs.raw_reward(reward, info), np.float64)
+            returns += np.where(running, raw, 0.0)
             lengths += running
+            value_realized += np.where(valuing, discount * training_rewards(config, raw), 0.0)
+            discount *= config.gamma
             done = envs.hard_done(terminated, truncated, info)
             cut |= running & done & np.asarray(truncated) & ~np.asarray(terminated)
             running &= ~done
-        return EvalResult(returns.reshape(S, N), lengths.reshape(S, N), cut.reshape(S, N), frames)
+            valuing &= running
+            if lives is not None and config.episodic_life:
+                valuing &= ~(np.asarray(info["lives"]) < lives)
+            lives = np.asarray(info["lives"]) if lives is not None else None
+        return EvalResult(returns.reshape(S, N), lengths.reshape(S, N), cut.reshape(S, N), frames,
+                          q_start.reshape(S, N), value_realized.reshape(S, N))
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 30, scale: int = 4) -> Path:

@@ -162,7 +162,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             metrics["health"] = update_health(
                 q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
                 updates=updates, params=state.params, new_params=params, opt_state=opt_state,
-                intermediates=intermediates)
+                intermediates=intermediates, q_values_after=network.apply(params, batch.obs_tm1))
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                                   rng_key=rng_key, updates=num_updates)
         return new_state, metrics

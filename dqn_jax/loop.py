@@ -33,6 +33,10 @@ from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, L
 from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
 
 
+class FusedLoopUnavailable(UserWarning):
+    """EnvPool's XLA interface failed to build or compile with the installed jax; the host loop runs instead."""
+
+
 @struct.dataclass
 class EnvCarry:
     """What the loop remembers between env steps, each [S, E, ...]."""
@@ -107,13 +111,12 @@ class Loop:
         self.health_rounds = max(1, config.health_every // config.updates_per_vector_step)
         self.mode = config.loop
         self._xla = None
+        self._fused_compiled = False  # the fused chunk compiled once: later failures are not EnvPool's
         if self.mode == "fused":
             try:
                 self._xla = self.pool.xla()
-            except Exception as err:  # EnvPool built without its XLA extension, for instance
-                warnings.warn(f"EnvPool's XLA interface is unavailable ({err}); using --loop=host instead",
-                              stacklevel=2)
-                self.mode = "host"
+            except Exception as err:  # EnvPool built without its XLA extension, or for another jax
+                self._fall_back_to_host("could not be built", err)
         self._chunk = jax.jit(self._chunk_fn, static_argnums=1, donate_argnums=0)
         self._act = jax.jit(self._act_fn)
         self._observe = jax.jit(self._observe_fn, donate_argnums=0)
@@ -279,10 +282,32 @@ class Loop:
         return LoopState(agents, carry, iteration, None), stacked
 
     def run_chunk(self, state: LoopState, num_iterations: int) -> tuple[LoopState, StepRecord]:
-        """Returns the state after `num_iterations` vector steps and their stacked records [K, ...]."""
+        """Returns the state after `num_iterations` vector steps and their stacked records [K, ...].
+
+        The first fused chunk is where EnvPool's XLA step gets traced and compiled with this jax;
+        if that fails (its custom call changed with nearly every jax release), the run goes on with
+        the host loop, which gives the same numbers.
+        """
         if self.mode == "host":
             return self._host_chunk(state, num_iterations)
-        return self._chunk(state, num_iterations)
+        if self._fused_compiled:
+            return self._chunk(state, num_iterations)
+        try:
+            result = self._chunk(state, num_iterations)
+        except Exception as err:
+            if "RESOURCE_EXHAUSTED" in str(err) or any(
+                    leaf.is_deleted() for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)):
+                raise  # out of memory, or it failed while running with the state donated: nothing to fall back to
+            self._fall_back_to_host("failed to compile", err)
+            return self._host_chunk(state._replace(handle=None), num_iterations)
+        self._fused_compiled = True
+        return result
+
+    def _fall_back_to_host(self, what: str, err: Exception) -> None:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        warnings.warn(f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: {reason}); "
+                      "training with --loop=host instead (same results, slower)", FusedLoopUnavailable, stacklevel=3)
+        self.mode = "host"
 
 
 def make_replay_for(config: Config, facts: envs.EnvFacts) -> Replay:

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import difflib
 import io
-import sys
+import tomllib
 from pathlib import Path
 from typing import Sequence
 
@@ -22,11 +22,6 @@ import tomli_w
 
 from dqn_jax.config import FIELD_NAMES, Config
 from dqn_jax.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 OVERLAYS_DIR = Path(__file__).resolve().parent / "overlays"
 # The overlays that make a game's preset, in order; any other Atari game uses the defaults alone.

@@ -24,6 +24,10 @@ from dqn_jax.fingerprint import as_hex
 # Fields of `train` and `eval` rows that code reads back (the rules, the doctor, the trainer).
 LEARNING_RATE, EPSILON = "learning_rate", "epsilon"
 EVAL_RETURN_MEAN, BEST_EVAL_RETURN = "eval_return_mean", "best_eval_return"
+# Over-estimation, measured on the evaluation games (see `evaluate.Evaluator.run`).
+EVAL_Q_START = "eval_q_start"  # mean of max_a Q(s_0, a) over the games' first states
+EVAL_VALUE_REALIZED = "eval_value_realized"  # mean discounted (training) reward that followed s_0
+Q_OVERESTIMATION = "q_overestimation"  # (Q - realized) / max(|realized|, one reward): ratio - 1 when both > 0
 
 
 @struct.dataclass
@@ -179,21 +183,31 @@ def chunk_rows(records: StepRecord, seeds: list[int], num_envs: int, chunk_start
                      health_rows(records, seeds, env_steps))
 
 
-def eval_rows(returns: np.ndarray, lengths: np.ndarray, truncated: np.ndarray, seeds: list[int], env_steps: int,
-              window_means: list[float], window: int, best: list[float], wall_seconds: float) -> list[dict]:
-    """Returns one `eval` row per agent for returns, lengths and truncated flags [S, episodes] of one evaluation.
+def eval_rows(result, seeds: list[int], env_steps: int, window_means: list[float], window: int,
+              best: list[float], wall_seconds: float, reward_unit: float = 1.0) -> list[dict]:
+    """Returns one `eval` row per agent for one evaluation's `evaluate.EvalResult` ([S, episodes] arrays).
 
     `window_means` are the rolling means over the latest `window` evaluation episodes and `best`
     the best mean evaluation return so far, one per agent; `wall_seconds` is the run's wall-clock
     time at this evaluation (building pools and compiling included, earlier processes of a resumed
-    run included).
+    run included); `reward_unit` is the size of one stored reward (|reward_scale|), the floor of
+    the over-estimation's denominator, so a realized value near 0 does not blow the ratio up.
     """
-    return [{
-        "kind": "eval", "env_steps": env_steps, "seed": seed,
-        EVAL_RETURN_MEAN: float(returns[s].mean()), "eval_return_std": float(returns[s].std()),
-        "eval_return_min": float(returns[s].min()), "eval_return_max": float(returns[s].max()),
-        "eval_episodes": int(returns.shape[1]), "eval_length_mean": float(lengths[s].mean()),
-        "eval_truncated": int(truncated[s].sum()),
-        f"eval_return_mean{window}": float(window_means[s]), BEST_EVAL_RETURN: best[s],
-        "wall_seconds": round(wall_seconds, 2),
-    } for s, seed in enumerate(seeds)]
+    rows = []
+    for s, seed in enumerate(seeds):
+        returns = result.returns[s]
+        row = {
+            "kind": "eval", "env_steps": env_steps, "seed": seed,
+            EVAL_RETURN_MEAN: float(returns.mean()), "eval_return_std": float(returns.std()),
+            "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max()),
+            "eval_episodes": int(returns.shape[0]), "eval_length_mean": float(result.lengths[s].mean()),
+            "eval_truncated": int(result.truncated[s].sum()),
+            f"eval_return_mean{window}": float(window_means[s]), BEST_EVAL_RETURN: best[s],
+            "wall_seconds": round(wall_seconds, 2),
+        }
+        if result.q_start is not None:
+            q, realized = float(result.q_start[s].mean()), float(result.value_realized[s].mean())
+            row.update({EVAL_Q_START: q, EVAL_VALUE_REALIZED: realized,
+                        Q_OVERESTIMATION: (q - realized) / max(abs(realized), reward_unit, 1e-12)})
+        rows.append(row)
+    return rows

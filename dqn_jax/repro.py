@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from dqn_jax import envs
-from dqn_jax.cli import parse_config
+from dqn_jax.cli import one_line_warnings, parse_config
 from dqn_jax.config import ConfigError, validate
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import METRICS_FILE, read_metrics
@@ -140,6 +140,7 @@ def compare_runs(run_a: Path, run_b: Path, out=print) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0 identical, 1 parted, 2 bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    one_line_warnings()
     try:
         if argv[:1] == ["compare"]:
             parser = argparse.ArgumentParser(prog="python -m dqn_jax.repro compare")

@@ -27,9 +27,9 @@ import numpy as np
 from dqn_jax import checkpoint, envs, preflight, presets
 from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
-from dqn_jax.cli import parse_command
+from dqn_jax.cli import one_line_warnings, parse_command
 from dqn_jax.config import Config, ConfigError
-from dqn_jax.diagnostics import Finding, History, diagnose
+from dqn_jax.diagnostics import Finding, History, across_seeds, diagnose
 from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, load_params, write_video
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, RunWriter, read_metrics, write_json_atomic
@@ -160,8 +160,9 @@ class Trainer:
         return False
 
     def report_findings(self) -> list[Finding]:
-        """Runs the health rules; prints and records each new finding once. Returns the error-level ones."""
-        errors = []
+        """Runs the health rules; records each new finding once per seed and prints it once per rule
+        ("3 of 8 seeds: ..." when several agents train). Returns the error-level ones."""
+        errors, new = [], {}
         for seed in self.seeds:
             for finding in diagnose(History.from_rows(self.config, self.history, seed)):
                 if finding.severity == "error":
@@ -170,26 +171,33 @@ class Trainer:
                     continue
                 self.book.reported_findings.add((seed, finding.rule))
                 self.writer.write(finding.as_row(seed))
-                self.progress.log(("" if len(self.seeds) == 1 else f"seed {seed}: ") + finding.render())
+                new.setdefault(finding.rule, []).append((seed, finding))
+        for rule, found in new.items():
+            if len(self.seeds) == 1:
+                self.progress.log(found[0][1].render())
+                continue
+            named = sum(r == rule for _, r in self.book.reported_findings)
+            self.progress.log(across_seeds(found[0][1], named, len(self.seeds), [seed for seed, _ in found]))
         return errors
 
     def evaluate(self) -> None:
         """Plays the evaluation games, writes `eval` rows, and saves each agent's params at a new best."""
         config, env_steps = self.config, self.book.env_steps
-        returns, lengths, truncated, frames = self.evaluator.run(self.state.agents.params, env_steps,
-                                                      record_agent=0 if config.record_video else None)
-        improved = self.book.record_evaluation(returns, config.eval_return_window)
+        result = self.evaluator.run(self.state.agents.params, env_steps,
+                                    record_agent=0 if config.record_video else None)
+        improved = self.book.record_evaluation(result.returns, config.eval_return_window)
         wall_seconds = self.wall_seconds()
         self.reached_target = self.book.reach_target(config.target_return, wall_seconds)
-        for row in eval_rows(returns, lengths, truncated, self.seeds, env_steps, self.book.window_means(),
-                             config.eval_return_window, self.book.best, wall_seconds):
+        for row in eval_rows(result, self.seeds, env_steps, self.book.window_means(),
+                             config.eval_return_window, self.book.best, wall_seconds,
+                             reward_unit=abs(config.reward_scale)):
             self.writer.write(row)
             self.history.append(row)
         for s in np.flatnonzero(improved):
             params = jax.tree.map(lambda x, s=s: x[s], self.state.agents.params)
             checkpoint.save_best_params(self.run_dir, self.seeds[s], params, self.book.best[s], env_steps)
-            if s == 0 and frames:
-                write_video(frames, self.run_dir / "best_eval")
+            if s == 0 and result.frames:
+                write_video(result.frames, self.run_dir / "best_eval")
         last = self.book.last_eval
         self.progress.log(f"env steps {env_steps:>9,}  eval return {np.mean(last):8.2f}"
                           + (f"  (seeds: {', '.join(f'{x:.1f}' for x in last)})" if len(last) > 1 else ""))
@@ -289,7 +297,8 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     """Trains `config.num_seeds` agents and writes the run directory; returns the summary.
 
     Args:
-      config: a validated config.
+      config: a validated config. `Config(game="Pong")` holds the Nature defaults alone; the
+        command line's settings for a game are `presets.preset("Pong")` (its overlays layered on).
       run_dir: where to write (default: `config.run_dir`, else `runs/<game>-s<seed>-<time>`).
       network: a Flax Q-network to use instead of the config's (tests plant faults this way).
       optimizer: an optax transformation to use instead of the config's Adam.
@@ -313,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's INFO/WARNING chatter
+    one_line_warnings()
     try:
         config, resume_dir = parse_command(argv)
     except ConfigError as err:

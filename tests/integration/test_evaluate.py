@@ -40,3 +40,22 @@ def test_record_video_writes_the_best_evaluation_game(tmp_path):
     (row,) = read_metrics(tmp_path, "eval")
     assert row["eval_truncated"] == 1 and row["eval_length_mean"] == 300  # a paddle that never moves: cut
 
+    assert row["eval_q_start"] == 0.0 and row["eval_value_realized"] == 0.0  # no serve, no point, Q = 0
+
+
+def test_evaluation_measures_q_at_the_first_state_against_the_discounted_reward_that_followed(tiny_cartpole):
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from dqn_jax.evaluate import Evaluator, training_rewards
+
+    config = dataclasses.replace(tiny_cartpole, num_seeds=2, eval_episodes=3, reward_scale=0.5)
+    params = {"params": {"bias": jnp.array([[2.0, 7.0], [-1.0, -3.0]])}}  # [S=2, actions]
+    result = Evaluator(config, ConstantQ(num_actions=2)).run(params, env_steps=0)
+    np.testing.assert_array_equal(result.q_start, [[7.0] * 3, [-1.0] * 3])
+    # CartPole pays 1 per step: the realized value of a game of L steps is 0.5 * (1 - γ^L) / (1 - γ).
+    gamma = config.gamma
+    np.testing.assert_allclose(result.value_realized, 0.5 * (1 - gamma ** result.lengths) / (1 - gamma), rtol=1e-9)
+    pong = dataclasses.replace(config, game="Pong")
+    np.testing.assert_array_equal(training_rewards(pong, np.array([-3.0, 0.0, 2.0])), [-0.5, 0.0, 0.5])  # sign, scaled

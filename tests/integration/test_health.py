@@ -13,7 +13,7 @@ import pytest
 from helpers import ConstantQ, acting_only
 
 from dqn_jax import checkpoint, presets
-from dqn_jax.doctor import examine
+from dqn_jax.doctor import examine, report
 from dqn_jax.doctor import main as doctor_main
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
@@ -124,7 +124,10 @@ def test_a_nan_in_the_batch_stops_the_run(health_cartpole, tmp_path):
 
 def test_an_episode_length_exploit(tmp_path):
     # Time limit far below a Pong game's length: every episode ends at the cap, none really ends.
-    train(acting_only("Pong", max_episode_steps=100), run_dir=tmp_path, network=ConstantQ(num_actions=6))
+    # The rule judges the learned policy, so only once learning has started (at 1,600 here).
+    capped = dataclasses.replace(acting_only("Pong", max_episode_steps=100), learning_starts=1_600)
+    train(capped, run_dir=tmp_path, network=ConstantQ(num_actions=6))
+    assert min(f.env_steps for f in examine(tmp_path)[0]) > 1_600
     assert set(findings_of(tmp_path)) == {"episode_length_exploit"}
 
 
@@ -147,3 +150,22 @@ def test_doctor_reads_a_run_without_health_rows(tmp_path):
     assert doctor_main([str(tmp_path)]) == 0
     assert (tmp_path / "doctor.png").exists()
     assert doctor_main([str(tmp_path / "missing")]) == 2
+
+
+def test_doctor_on_several_seeds_names_each_rule_once_gives_each_seed_a_verdict_and_the_next_step(tmp_path):
+    import json
+
+    (tmp_path / "config.toml").write_text(presets.to_toml(dataclasses.replace(presets.preset("CartPole"), num_seeds=3)))
+    rows = []
+    for seed in (0, 1, 2):
+        for i in range(1, 8):
+            zero = seed > 0 and i > 2  # seeds 1 and 2: the batches stop holding any reward
+            rows.append({"kind": "health", "env_steps": 1000 * i, "seed": seed, "updates": 500 * i,
+                         "batch_reward_nonzero": 0.0 if zero else 1.0, "env_reward_nonzero": 1.0})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = []
+    assert report(tmp_path, out=lines.append) == 1
+    assert lines[0].startswith("2 of 3 seeds (seed 1, 2): [error] reward_signal_empty (env step 3,000)")
+    assert lines[1:4] == ["seed 0: healthy", "seed 1: 1 error(s), 0 warning(s): reward_signal_empty",
+                          "seed 2: 1 error(s), 0 warning(s): reward_signal_empty"]
+    assert lines[-1].startswith("next: check the reward path") and lines[-1].endswith("(reward_signal_empty)")

@@ -9,10 +9,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import params_after
+from helpers import params_after, run_loop
 
+from dqn_jax import envs
 from dqn_jax.evaluate import load_policy
 from dqn_jax.evaluate import main as evaluate_main
+from dqn_jax.loop import FusedLoopUnavailable, build_loop
 from dqn_jax.metrics import read_metrics
 from dqn_jax.train import train
 
@@ -71,12 +73,48 @@ def test_same_seed_same_params_different_seed_different_params(tiny_cartpole):
     assert not any(jax.tree.leaves(jax.tree.map(np.array_equal, a, c)))
 
 
-def test_host_loop_matches_fused_loop(tiny_cartpole):
+class XlaBrokenPool:
+    """An EnvPool pool whose XLA interface fails as it does with a jax it was not built for: when
+    the handles are made (`at="construction"`), or when its step is traced into a program."""
+
+    def __init__(self, pool, at: str):
+        self.pool, self.at = pool, at
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+    def xla(self):
+        if self.at == "construction":
+            raise RuntimeError("envpool was built without its XLA extension")
+        handle, recv, send, _ = self.pool.xla()
+
+        def step(*args):
+            raise NotImplementedError("MLIR translation rule for primitive 'envpool_xla_step' not found")
+
+        return handle, recv, send, step
+
+
+def break_envpool_xla(monkeypatch, at: str) -> None:
+    make = envs.make_train_pool
+    monkeypatch.setattr(envs, "make_train_pool", lambda *args, **kw: XlaBrokenPool(make(*args, **kw), at))
+
+
+def test_host_loop_matches_fused_loop_and_takes_over_when_envpool_xla_fails_to_compile(tiny_cartpole, monkeypatch):
     two_rounds = dataclasses.replace(tiny_cartpole, train_every=2)  # two updates per vector step, as the preset
     fused = params_after(two_rounds, chunks=2)
-    host = params_after(dataclasses.replace(two_rounds, loop="host"), chunks=2)
-    for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(host), strict=True):
+    break_envpool_xla(monkeypatch, at="compile")
+    with pytest.warns(FusedLoopUnavailable, match="failed to compile.*--loop=host") as caught:
+        loop, state = run_loop(two_rounds, chunks=2)
+    assert loop.mode == "host" and len(caught) == 1
+    for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(jax.device_get(state.agents.params)), strict=True):
         np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pool_without_envpool_xla_falls_back_to_the_host_loop_with_one_warning(tiny_cartpole, monkeypatch):
+    break_envpool_xla(monkeypatch, at="construction")
+    with pytest.warns(FusedLoopUnavailable, match="could not be built.*XLA extension.*--loop=host") as caught:
+        loop = build_loop(tiny_cartpole)
+    assert loop.mode == "host" and len(caught) == 1
 
 
 def test_multi_seed_agents_are_independent_repeatable_and_match_single_seed_runs(tiny_cartpole):

@@ -21,7 +21,10 @@ def healthy_health(step: int, **changes) -> dict:
            H.GRAD_NORM: 1.0, H.OPTIMIZER_STEPS: step // 2, H.BATCH_REWARD_NONZERO: 1.0, H.NONFINITE: 0.0,
            H.per_layer(H.DEAD_FRACTION, "torso/dense_0"): 0.1, H.ENV_REWARD_NONZERO: 1.0,
            H.LIFE_LOSSES: 0, H.LIFE_LOSS_TERMINALS: 0, H.EPISODES: 4, H.TRUNCATED_FRACTION: 0.0,
-           H.FINISHED_RETURN_MEAN: 50.0 + step / 100, H.TRUNCATED_RETURN_MEAN: None, H.EPISODE_LENGTH_MAX: 100}
+           H.FINISHED_RETURN_MEAN: 50.0 + step / 100, H.TRUNCATED_RETURN_MEAN: None, H.EPISODE_LENGTH_MAX: 100,
+           # The ranges a healthy CartPole run shows (docs/health.md): some dormancy and rank loss, little churn.
+           H.DORMANT_FRACTION: 0.1 + step / 40_000, H.SRANK: 36.0 - step / 1000, H.FEATURE_RANK_BOUND: 64.0,
+           H.POLICY_CHURN: 0.05, H.ACTION_GAP: 3.0}
     return {**row, **changes}
 
 
@@ -30,8 +33,10 @@ def train_row(step: int, learning: bool = True, epsilon: float = 0.5, loss: floa
             "loss": loss if learning else None, "learning_rate": 1e-3 if learning else None}
 
 
-def eval_row(step: int, value: float) -> dict:
-    return {"kind": "eval", "env_steps": step, "seed": 0, "eval_return_mean": value}
+def eval_row(step: int, value: float, overestimation: float = 0.1) -> dict:
+    return {"kind": "eval", "env_steps": step, "seed": 0, "eval_return_mean": value,
+            "eval_q_start": 100.0 * (1 + overestimation), "eval_value_realized": 100.0,
+            "q_overestimation": overestimation}
 
 
 def history(health=(), train=(), evals=(), config=CARTPOLE) -> History:
@@ -132,10 +137,53 @@ def test_epsilon_floor_before_learning():
     assert fired(diagnostics.epsilon_floor_before_learning, early_floor).env_steps == 2000
 
 
-def test_no_learning_progress_after_five_flat_evaluations():
-    flat = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0) for i in range(1, 6)])
-    assert fired(diagnostics.no_learning_progress, flat).env_steps == 5000
-    assert diagnostics.no_learning_progress(dataclasses.replace(flat, eval=flat.eval[:4])) is None
+def test_no_learning_progress_after_five_flat_evaluations_once_learning_started():
+    # CartPole learns from env step 1,000: the evaluation there is the untrained baseline.
+    flat = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0) for i in range(1, 7)])
+    assert fired(diagnostics.no_learning_progress, flat).env_steps == 6000
+    assert diagnostics.no_learning_progress(dataclasses.replace(flat, eval=flat.eval[:5])) is None
+
+
+def test_no_rule_judges_learning_before_it_started():
+    """The Pong preset learns from 100k: flat evaluations, a random policy's capped episodes and
+    everything else its first 100k env steps show are not findings."""
+    before = history(health=[healthy_health(10_000 * i, **{H.TRUNCATED_FRACTION: 1.0, H.TRUNCATED_RETURN_MEAN: -21.0,
+                                                          H.FINISHED_RETURN_MEAN: None}) for i in range(1, 11)],
+                     train=[train_row(10_000 * i, learning=False, epsilon=1.0) for i in range(1, 11)],
+                     evals=[eval_row(10_000 * i, -21.0) for i in range(1, 11)], config=PONG)
+    assert diagnose(before) == []
+
+
+def test_plasticity_loss_when_neurons_go_dormant_or_the_feature_rank_collapses():
+    rows = [healthy_health(1000 * i) for i in range(1, 11)]
+    dormant = history(health=[{**r, H.DORMANT_FRACTION: 0.1 if i < 5 else 0.7,
+                               H.per_layer(H.DORMANT_FRACTION, "torso/dense_1"): 0.95} for i, r in enumerate(rows)])
+    finding = fired(diagnostics.plasticity_loss, dormant)
+    assert finding.env_steps == 6000 and "70%" in finding.evidence and "torso/dense_1 (95%)" in finding.evidence
+    # 70% dormant but already 40% when learning started: not a loss of plasticity that training caused.
+    assert diagnostics.plasticity_loss(history(health=[{**r, H.DORMANT_FRACTION: 0.4 if i < 5 else 0.7}
+                                                       for i, r in enumerate(rows)])) is None
+    collapse = history(health=[{**r, H.SRANK: 40.0 if i < 5 else 8.0} for i, r in enumerate(rows)])
+    assert fired(diagnostics.plasticity_loss, collapse).env_steps == 6000
+    # Half the peak rank, as a healthy CartPole run ends: no finding.
+    assert diagnostics.plasticity_loss(history(health=[{**r, H.SRANK: 40.0 if i < 5 else 20.0}
+                                                       for i, r in enumerate(rows)])) is None
+
+
+def test_q_overestimation_needs_three_evaluations_above_twice_the_realized_value_and_growing():
+    growing = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0, over) for i, over in
+                                                 enumerate([0.1, 0.2, 1.2, 1.5, 2.5, 3.0], start=1)])
+    finding = fired(diagnostics.q_overestimation, growing)
+    assert finding.env_steps == 3000 and "1.20 → 2.50" in finding.evidence
+    steady = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0, 1.5) for i in range(1, 7)])
+    assert diagnostics.q_overestimation(steady) is None  # high, but not growing
+
+
+def test_policy_churn_when_a_third_of_the_batch_flips_at_every_update():
+    # Learning starts at 1,000; its first three health rows (2,000-4,000) are not judged: Q values
+    # that start out nearly equal flip their argmax at any update.
+    assert fired(diagnostics.policy_churn, with_health(2000, **{H.POLICY_CHURN: 0.5})).env_steps == 5000
+    assert diagnostics.policy_churn(with_health(2000, **{H.POLICY_CHURN: 0.2})) is None
 
 
 def test_diagnose_reports_the_cause_not_its_consequences():

@@ -1,7 +1,12 @@
-"""The time left shown on the progress bar: from the rate since learning started, never before."""
+"""The console: the time left on the progress bar (from the rate since learning started, never
+before) and warnings as one line."""
 
 from __future__ import annotations
 
+import warnings
+
+from dqn_jax.cli import one_line_warnings
+from dqn_jax.loop import FusedLoopUnavailable
 from dqn_jax.progress import Remaining
 
 
@@ -15,3 +20,11 @@ def test_time_left_counts_only_the_learning_rate():
     assert left == 890_000 / 100
     assert remaining.describe(110_000, left) == "2:28:20 left"
     assert remaining.describe(110_000, 2 * 86_400 + 61) == "2d 0:01:01 left"
+
+
+def test_command_line_warnings_are_one_line_without_a_source_location(monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    one_line_warnings()
+    message = FusedLoopUnavailable("training with --loop=host instead")
+    shown = warnings.formatwarning(message, FusedLoopUnavailable, "/site-packages/dqn_jax/loop.py", 120, "warn(...)")
+    assert shown == "warning: training with --loop=host instead\n"

@@ -9,6 +9,7 @@ import numpy as np
 
 from dqn_jax import health as H
 from dqn_jax.bookkeeping import Bookkeeping
+from dqn_jax.evaluate import EvalResult
 from dqn_jax.records import (
     ExperienceRecord,
     FingerprintRecord,
@@ -102,9 +103,14 @@ def test_chunk_rows_from_records():
     assert [r["kind"] for r in rows.all()] == ["fingerprint", "train", "health"]
 
 
-def test_eval_rows():
-    (row,) = eval_rows(np.array([[1.0, 3.0]]), np.array([[10, 30]]), np.array([[False, True]]), [5], 2_000, [2.5], 50,
-                       [4.0], 12.5)
+def test_eval_rows_with_the_over_estimation_of_q():
+    result = EvalResult(np.array([[1.0, 3.0]]), np.array([[10, 30]]), np.array([[False, True]]), None,
+                        q_start=np.array([[2.0, 4.0]]), value_realized=np.array([[0.5, 1.5]]))
+    (row,) = eval_rows(result, [5], 2_000, [2.5], 50, [4.0], 12.5)
     assert row == {"kind": "eval", "env_steps": 2_000, "seed": 5, "eval_return_mean": 2.0, "eval_return_std": 1.0,
                    "eval_return_min": 1.0, "eval_return_max": 3.0, "eval_episodes": 2, "eval_length_mean": 20.0,
-                   "eval_truncated": 1, "eval_return_mean50": 2.5, "best_eval_return": 4.0, "wall_seconds": 12.5}
+                   "eval_truncated": 1, "eval_return_mean50": 2.5, "best_eval_return": 4.0, "wall_seconds": 12.5,
+                   "eval_q_start": 3.0, "eval_value_realized": 1.0, "q_overestimation": 2.0}
+    # A realized value near 0 (Pong's early points are mostly lost): the denominator is one reward at least.
+    near_zero = result._replace(value_realized=np.array([[0.01, -0.01]]))
+    assert eval_rows(near_zero, [5], 2_000, [2.5], 50, [4.0], 12.5, reward_unit=1.0)[0]["q_overestimation"] == 3.0
