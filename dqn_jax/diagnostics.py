@@ -352,10 +352,16 @@ def plasticity_loss(h: History) -> Finding | None:
 def q_overestimation(h: History) -> Finding | None:
     """Q values at the start of evaluation games far above the discounted reward that followed, and growing."""
     rows = [r for r in h.learning(h.eval) if r.get(Q_OVERESTIMATION) is not None]
+    unit = max(abs(h.config.reward_scale), 1e-12)
     for i in range(len(rows) - STREAK + 1):
         window = rows[i:i + STREAK]
         values = [_num(r[Q_OVERESTIMATION]) for r in window]
-        if min(values) >= OVERESTIMATION_ALARM and values[-1] > values[0]:
+        q_first, q_last = _num(window[0].get("eval_q_start")), _num(window[-1].get("eval_q_start"))
+        gap = max(abs(q_first - _num(window[0].get("eval_value_realized"))), unit)
+        # Q itself must climb away: early in learning Q sits near its initial 0 while the realized
+        # value is negative (Pong: Q 0.06 against -1.87, "over-estimation" 1.03), which is a value not
+        # learned yet, not the max operator's bias.
+        if min(values) >= OVERESTIMATION_ALARM and values[-1] > values[0] and q_last - q_first >= 0.5 * gap:
             row = window[0]
             return Finding(
                 "q_overestimation", "warning", row["env_steps"],

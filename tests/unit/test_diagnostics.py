@@ -177,6 +177,11 @@ def test_q_overestimation_needs_three_evaluations_above_twice_the_realized_value
     assert finding.env_steps == 3000 and "1.20 → 2.50" in finding.evidence
     steady = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0, 1.5) for i in range(1, 7)])
     assert diagnostics.q_overestimation(steady) is None  # high, but not growing
+    # Measured on Pong just after learning started: Q still near its initial 0, the games lost.
+    pong_early = dataclasses.replace(HEALTHY, eval=[
+        {**eval_row(1000 * i, -21.0, over), "eval_q_start": q, "eval_value_realized": -1.87}
+        for i, (q, over) in enumerate([(0.10, 1.05), (0.06, 1.03), (0.07, 1.04), (0.09, 1.05)], start=1)])
+    assert diagnostics.q_overestimation(pong_early) is None
 
 
 def test_policy_churn_when_a_third_of_the_batch_flips_at_every_update():
