@@ -107,6 +107,11 @@ class Config:
     """At each target update, target <- tau * online + (1 - tau) * target (fraction; 1 = hard copy)."""
     learning_starts: int = 50_000
     """No updates before this many env steps have been collected (env steps)."""
+    redo_every: int = 0
+    """ReDo (Sokar et al. 2023): every this many updates, recycle the online network's τ-dormant
+    neurons — fresh incoming weights, zero outgoing weights, Adam moments reset (updates; 0 = never)."""
+    redo_tau: float = 0.025
+    """ReDo: a neuron is dormant when E|h_i| / mean_k E|h_k| over the batch is at most this (score)."""
     replay_capacity: int = 1_000_000
     """Replay size (transitions per agent, all environments together)."""
 
@@ -212,7 +217,7 @@ _POSITIVE = (
     "health_every n_step max_episode_steps"
 ).split()
 _NON_NEGATIVE = ("final_eval_episodes learning_starts epsilon_decay_steps learning_rate_decay_start "
-                 "learning_rate_decay_steps env_threads checkpoint_every").split()
+                 "learning_rate_decay_steps env_threads checkpoint_every redo_every").split()
 _PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability")
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38
@@ -243,6 +248,8 @@ def _check_ranges(c: Config) -> None:
         _fail(c, "max_grad_norm", "must be >= 0 (0 turns clipping off)")
     if not 0.0 <= c.gamma <= 1.0:
         _fail(c, "gamma", "must be in [0, 1]")
+    if not 0.0 <= c.redo_tau < 1.0:
+        _fail(c, "redo_tau", "must be in [0, 1): a dormancy score (1 is the layer's average neuron)")
     if not math.isfinite(c.reward_scale):
         _fail(c, "reward_scale", "must be a finite number")
     if not 0.0 < c.target_update_tau <= 1.0:

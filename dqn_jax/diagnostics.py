@@ -59,9 +59,11 @@ class History:
 
 
     def learning(self, rows: list[dict]) -> list[dict]:
-        """Returns the rows written after learning started (after `learning_starts` env steps):
-        a rule that judges learning must not judge the random steps before it."""
-        return [r for r in rows if r["env_steps"] > self.config.learning_starts]
+        """Returns the rows written once learning had started — health rows of chunks with updates,
+        other rows after `learning_starts` env steps: a rule that judges learning must not judge
+        the random steps before it."""
+        return [r for r in rows if ((r.get(H.UPDATES) or 0) > 0 if r["kind"] == "health"
+                                    else r["env_steps"] > self.config.learning_starts)]
 
 
 def _num(value) -> float:
@@ -300,8 +302,8 @@ def no_learning_progress(h: History) -> Finding | None:
 # Thresholds of the plasticity, over-estimation and churn rules. Each sits well beyond what healthy
 # runs show (measured: docs/health.md, "Healthy ranges"): a healthy CartPole run ends with 28% of
 # its neurons τ-dormant, srank at half its peak, Q 9% above the realized value and 1-7% churn.
-DORMANT_ALARM = 0.6  # fraction of all hidden neurons τ-dormant ...
-DORMANT_RISE = 3.0  # ... and this many times the fraction at the first measurements
+DORMANT_ALARM = 0.6  # fraction of a layer's neurons τ-dormant ...
+DORMANT_RISE = 3.0  # ... and at least this many times its lowest fraction earlier in learning
 SRANK_COLLAPSE = 0.25  # srank below this fraction of its highest value so far
 OVERESTIMATION_ALARM = 1.0  # Q(s_0) at least twice the value that followed (ratio - 1)
 CHURN_ALARM = 0.3  # a third of the batch changes its greedy action in one update
@@ -309,26 +311,29 @@ STREAK = 3  # consecutive rows (health rows, or evaluations) that must show it
 
 
 def plasticity_loss(h: History) -> Finding | None:
-    """Neurons going dormant, or the features' rank collapsing: a network losing the ability to learn."""
+    """Neurons of a layer going dormant, or the features' rank collapsing: a network losing the
+    ability to learn."""
     rows = [r for r in h.learning(h.health) if r.get(H.DORMANT_FRACTION) is not None]
-    if len(rows) < STREAK + 3:
+    if len(rows) < STREAK:
         return None
-    early_dormant = sorted(_num(r[H.DORMANT_FRACTION]) for r in rows[:3])[1]
-    row = _streak(rows[3:], lambda r: _num(r[H.DORMANT_FRACTION]) >= max(DORMANT_ALARM, DORMANT_RISE * early_dormant),
-                  STREAK)
-    if row is not None:
-        layers = {H.layer_of(k, H.DORMANT_FRACTION): _num(v) for k, v in row.items()
-                  if H.layer_of(k, H.DORMANT_FRACTION)}
-        worst = max(layers, key=layers.get) if layers else None
-        return Finding(
-            "plasticity_loss", "warning", row["env_steps"],
-            f"{_num(row[H.DORMANT_FRACTION]):.0%} of the hidden neurons are dormant (τ = {H.DORMANT_TAU}; "
-            f"{early_dormant:.0%} when learning started)"
-            + (f", most in {worst} ({layers[worst]:.0%})" if worst else ""),
-            "dormant neurons (Sokar et al. 2023) barely respond to any input and get almost no gradient; as "
-            "they spread the network can fit less and less, and stops improving",
-            "--normalization=layer_norm, a lower learning rate, fewer updates per env step (--train-every), "
-            "or --activation=leaky_relu")
+    layers = sorted({H.layer_of(k, H.DORMANT_FRACTION) for r in rows for k in r} - {None})
+    lowest = {layer: math.inf for layer in layers}  # each layer's lowest fraction in rows[:i]
+    for i in range(len(rows) - STREAK + 1):
+        for layer in layers:
+            key = H.per_layer(H.DORMANT_FRACTION, layer)
+            streak = [_num(r.get(key)) for r in rows[i:i + STREAK]]
+            if min(streak) >= DORMANT_ALARM and lowest[layer] * DORMANT_RISE <= streak[0]:
+                row = rows[i]
+                return Finding(
+                    "plasticity_loss", "warning", row["env_steps"],
+                    f"{streak[0]:.0%} of the neurons of {layer} are dormant (τ = {H.DORMANT_TAU}; "
+                    f"{lowest[layer]:.0%} earlier in learning), {_num(row[H.DORMANT_FRACTION]):.0%} of the network's",
+                    "dormant neurons (Sokar et al. 2023) barely respond to any input and get almost no gradient; "
+                    "as they spread the network can fit less and less, and stops improving",
+                    "--redo-every=1000 (recycles dormant neurons), --normalization=layer_norm, a lower learning "
+                    "rate, fewer updates per env step (--train-every), or --activation=leaky_relu")
+            value = _num(rows[i].get(key))
+            lowest[layer] = min(lowest[layer], value) if math.isfinite(value) else lowest[layer]
     peak = 0.0
 
     def collapsed(r: dict) -> bool:
@@ -345,8 +350,8 @@ def plasticity_loss(h: History) -> Finding | None:
         f"{_num(row.get(H.FEATURE_RANK_BOUND)):.0f}), down from {peak:.0f}",
         "the features collapse onto a few directions (implicit under-parameterisation, Kumar et al. 2021): "
         "the Q head can only tell apart states those directions separate",
-        "--normalization=layer_norm, a lower learning rate, fewer updates per env step (--train-every), "
-        "or a larger batch")
+        "--redo-every=1000, --normalization=layer_norm, a lower learning rate, fewer updates per env step "
+        "(--train-every), or a larger batch")
 
 
 def q_overestimation(h: History) -> Finding | None:
@@ -399,11 +404,13 @@ RULES: tuple[Callable[[History], Finding | None], ...] = (
 EXPLAINS = {
     "non_finite": {"q_divergence", "exploding_gradients", "vanishing_gradients", "dead_layer", "dead_q_head",
                    "no_learning_progress", "plasticity_loss", "q_overestimation", "policy_churn"},
-    "q_divergence": {"exploding_gradients", "no_learning_progress", "q_overestimation", "policy_churn"},
+    "q_divergence": {"exploding_gradients", "no_learning_progress", "q_overestimation", "policy_churn",
+                     "plasticity_loss"},
     "dead_q_head": {"vanishing_gradients", "no_learning_progress", "plasticity_loss", "policy_churn"},
     "dead_layer": {"vanishing_gradients", "no_learning_progress", "plasticity_loss"},
     "reward_signal_empty": {"vanishing_gradients", "no_learning_progress"},
     "optimizer_reset": {"no_learning_progress"},
+    "q_overestimation": {"no_learning_progress"},
 }
 
 

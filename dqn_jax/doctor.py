@@ -2,7 +2,7 @@
 
 Reads the run directory (`config.toml`, `metrics.jsonl`), runs the rules of `diagnostics.py` for
 every seed, prints the verdict and writes `doctor.png` into the run directory: learning curve,
-loss, Q values, dead fraction per layer and gradient norm over env steps.
+loss, Q values, τ-dormant fraction per layer and gradient norm over env steps.
 Exit status: 0 when no finding is an error, 1 when one is, 2 when RUN_DIR is not a run directory.
 """
 
@@ -68,13 +68,16 @@ def plot(run_dir: Path, rows: list[dict]) -> Path:
         axes[1].plot(*series("train", H.LOSS, seed), label=label)
         for key, style in ((H.Q_MEAN, "-"), (H.Q_MAX, ":"), (H.Q_MIN, ":")):
             axes[2].plot(*series("health", key, seed), style, label=f"{key}" + (f" s{seed}" if label else ""))
-        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if H.layer_of(k, H.DEAD_FRACTION)})
+        # τ-dormant fraction per layer (runs before it was measured: the fraction of dead units).
+        stat = H.DORMANT_FRACTION if any(H.DORMANT_FRACTION in r for r in rows) else H.DEAD_FRACTION
+        layers = sorted({k for r in rows if r["kind"] == "health" for k in r if H.layer_of(k, stat)})
         for key in layers:
-            axes[3].plot(*series("health", key, seed),
-                         label=H.layer_of(key, H.DEAD_FRACTION) + (f" s{seed}" if label else ""))
+            axes[3].plot(*series("health", key, seed), label=H.layer_of(key, stat) + (f" s{seed}" if label else ""))
         axes[4].plot(*series("health", H.GRAD_NORM, seed), label=label)
-    titles = ("evaluation return", "loss", "Q values (mean, max, min)", "dead fraction per layer",
-              "gradient norm (global)")
+    stat = H.DORMANT_FRACTION if any(H.DORMANT_FRACTION in r for r in rows) else H.DEAD_FRACTION
+    titles = ("evaluation return", "loss", "Q values (mean, max, min)",
+              f"dormant fraction per layer (τ = {H.DORMANT_TAU})" if stat == H.DORMANT_FRACTION
+              else "dead fraction per layer", "gradient norm (global)")
     for axis, title in zip(axes, titles, strict=True):
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)

@@ -62,13 +62,13 @@ def layer_of(field: str, name: str) -> str | None:
     return field[len(prefix):] if field.startswith(prefix) else None
 
 
-def _flat_names(tree, prefix: str = "") -> dict[str, jax.Array]:
+def flat_names(tree, prefix: str = "") -> dict[str, jax.Array]:
     """Returns {"a/b/c": leaf} for a nested dict whose leaves are arrays or 1-tuples of arrays."""
     out = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, dict) or hasattr(value, "items"):
-            out.update(_flat_names(value, name))
+            out.update(flat_names(value, name))
         else:
             out[name] = value[0] if isinstance(value, tuple) else value
     return out
@@ -80,7 +80,7 @@ def activation_stats(intermediates) -> dict[str, jax.Array]:
     `intermediates` is Flax's `intermediates` collection from one forward pass over a batch [B, ...].
     """
     stats = {}
-    for name, x in _flat_names(intermediates).items():
+    for name, x in flat_names(intermediates).items():
         units = x.reshape(x.shape[0], -1)  # conv feature maps: every position is a unit
         stats[per_layer(DEAD_FRACTION, name)] = jnp.mean(jnp.all(units == 0, axis=0))
         stats[per_layer(ACT_MEAN, name)] = jnp.mean(units)
@@ -103,7 +103,7 @@ def dormant_stats(intermediates) -> dict[str, jax.Array]:
     """Returns the τ-dormant fraction of each sown layer (`dormant_fraction/<layer>`, τ = `DORMANT_TAU`),
     the same over all of them (`dormant_fraction`), and the τ = 0 fraction over all of them."""
     stats, dormant, dormant0, total = {}, 0.0, 0.0, 0
-    for name, x in _flat_names(intermediates).items():
+    for name, x in flat_names(intermediates).items():
         scores = neuron_scores(x)
         stats[per_layer(DORMANT_FRACTION, name)] = jnp.mean(scores <= DORMANT_TAU)
         dormant += jnp.sum(scores <= DORMANT_TAU)
@@ -149,7 +149,7 @@ def policy_stats(q_values: jax.Array, q_values_after: jax.Array) -> dict[str, ja
 
 def penultimate_features(intermediates) -> jax.Array:
     """Returns the torso's output on the batch [B, d]: the last layer it sowed (the layers sow in order)."""
-    last = list(_flat_names(intermediates).values())[-1]
+    last = list(flat_names(intermediates).values())[-1]
     return last.reshape(last.shape[0], -1)
 
 
@@ -157,7 +157,7 @@ def layer_norms(tree, prefix: str) -> dict[str, jax.Array]:
     """Returns `<prefix>/<layer>`: the L2 norm of each layer's arrays, for a Flax params tree."""
     params = tree["params"] if "params" in tree else tree
     norms = {}
-    for name, leaf in _flat_names(params).items():
+    for name, leaf in flat_names(params).items():
         layer = name.rsplit("/", 1)[0]
         norms[layer] = norms.get(layer, 0.0) + jnp.sum(jnp.square(leaf))
     return {per_layer(prefix, layer): jnp.sqrt(total) for layer, total in norms.items()}

@@ -16,10 +16,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from dqn_jax import redo
 from dqn_jax.config import Config
 from dqn_jax.fingerprint import tree_hash
 from dqn_jax.health import update_health
 from dqn_jax.replay import Replay, ReplayState
+
+REDO_KEY_STREAM = 0x7ED0  # folds ReDo's initialisation key off each update's sampling key
 
 
 @struct.dataclass
@@ -108,6 +111,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     default_optimizer, schedule = make_optimizer(config)
     optimizer = optimizer or default_optimizer
     double, loss_kind = config.double_dqn, config.loss
+    redo_every, redo_tau = config.redo_every, config.redo_tau
     target_every, tau = config.target_update_every, config.target_update_tau
 
     def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
@@ -137,8 +141,9 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
 
         Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
-        (uint32 [], the sampled indices' hash) and, when `with_health` (a static flag), `health`
-        (a dict of float32 [], see `health.update_health`).
+        (uint32 [], the sampled indices' hash), `recycled` (int32 [], neurons ReDo recycled in this
+        update) and, when `with_health` (a static flag), `health` (a dict of float32 [], see
+        `health.update_health`).
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
         batch, index = replay.sample(state.replay, sample_key)
@@ -147,6 +152,15 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
+        recycled = jnp.zeros((), jnp.int32)
+        if redo_every:
+            # Its own key stream (folded off the sampling key), so the run's other draws stay as without ReDo.
+            redo_key = jax.random.fold_in(sample_key, REDO_KEY_STREAM)
+            params, opt_state, recycled = jax.lax.cond(
+                num_updates % redo_every == 0,
+                lambda: redo.recycle(params, opt_state, optimizer, network.init(redo_key, batch.obs_tm1),
+                                     intermediates, redo_tau),
+                lambda: (params, opt_state, recycled))
         copy = num_updates % target_every == 0
         target_params = jax.tree.map(
             lambda p, t: jnp.where(copy, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
@@ -157,6 +171,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             "td_abs_mean": jnp.mean(jnp.abs(errors)),
             "learning_rate": schedule(state.updates),
             "batch_hash": tree_hash(index),
+            "recycled": recycled,
         }
         if with_health:
             metrics["health"] = update_health(

@@ -209,7 +209,7 @@ class Loop:
         record = StepRecord(
             learn=LearnRecord(learned=due, updates=agents.updates, loss=learn_metrics["loss"],
                               q_mean=learn_metrics["q_mean"], td_abs_mean=learn_metrics["td_abs_mean"],
-                              learning_rate=learn_metrics["learning_rate"]),
+                              learning_rate=learn_metrics["learning_rate"], recycled=learn_metrics["recycled"]),
             experience=experience,
             health=HealthRecord(measured=health_due, stats=learn_metrics["health"]),
             fingerprint=FingerprintRecord(due=fingerprint, batch_hash=learn_metrics["batch_hash"],
@@ -233,7 +233,8 @@ class Loop:
         learner_part, metrics = jax.lax.scan(one_round, agents.replace(replay=None), None, length=rounds - 1)
         agents, last = last_update(learner_part.replace(replay=replay))
         combined = {k: jnp.concatenate([m, last[k][None]]) for k, m in metrics.items()}
-        combined = {k: m[-1] if k == "batch_hash" else m.mean(axis=0) for k, m in combined.items()}
+        combined = {k: m[-1] if k == "batch_hash" else m.sum(axis=0) if k == "recycled" else m.mean(axis=0)
+                    for k, m in combined.items()}
         if with_health:
             combined["health"] = last["health"]
         return agents, combined

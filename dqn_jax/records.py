@@ -24,6 +24,7 @@ from dqn_jax.fingerprint import as_hex
 # Fields of `train` and `eval` rows that code reads back (the rules, the doctor, the trainer).
 LEARNING_RATE, EPSILON = "learning_rate", "epsilon"
 EVAL_RETURN_MEAN, BEST_EVAL_RETURN = "eval_return_mean", "best_eval_return"
+NEURONS_RECYCLED = "neurons_recycled"  # train rows: neurons ReDo recycled in the chunk (`redo_every`)
 # Over-estimation, measured on the evaluation games (see `evaluate.Evaluator.run`).
 EVAL_Q_START = "eval_q_start"  # mean of max_a Q(s_0, a) over the games' first states
 EVAL_VALUE_REALIZED = "eval_value_realized"  # mean discounted (training) reward that followed s_0
@@ -40,6 +41,7 @@ class LearnRecord:
     q_mean: jax.Array  # [S]
     td_abs_mean: jax.Array  # [S]
     learning_rate: jax.Array  # [S]
+    recycled: jax.Array  # [S] int32 neurons ReDo recycled in the round (0 without `redo_every`)
 
 
 @struct.dataclass
@@ -123,6 +125,7 @@ def train_rows(records: StepRecord, seeds: list[int], env_steps: int, steps_per_
             for key in ("loss", "q_mean", "td_abs_mean"):
                 row[key] = float(getattr(learn, key)[learned, s].mean())
             row[LEARNING_RATE] = float(learn.learning_rate[learned, s][-1])
+            row[NEURONS_RECYCLED] = int(learn.recycled[learned, s].sum())
         else:
             row.update({"loss": None, "q_mean": None, "td_abs_mean": None, LEARNING_RATE: None})
         done = experience.episode_done[:, s]

@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from dqn_jax import presets
 from dqn_jax.config import Config, validate
@@ -25,18 +23,6 @@ TINY_FLAGS = [
     "--eval-every=2000", "--eval-episodes=2", "--learning-starts=400", "--batch-size=32", "--replay-capacity=4000",
     "--target-update-every=20", "--fingerprint-every=50", "--final-eval-episodes=4", "--no-progress",
 ]
-
-
-class ConstantQ(nn.Module):
-    """Q values that ignore the observation: for runs that never learn, where the network is not the point
-    and a Nature CNN would only cost compilation time."""
-
-    num_actions: int
-
-    @nn.compact
-    def __call__(self, obs):
-        bias = self.param("bias", nn.initializers.zeros, (self.num_actions,))
-        return jnp.zeros((obs.shape[0], self.num_actions)) + bias[None]
 
 
 def tiny_cartpole_config() -> Config:
@@ -88,3 +74,7 @@ def load_benchmark(name: str):
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+plants = load_benchmark("plants")
+ConstantQ = plants.ConstantQ  # one definition, shared with the health benchmark

@@ -4,57 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import ConstantQ, acting_only
+from helpers import ConstantQ, acting_only, plants
 
 from dqn_jax import checkpoint, presets
 from dqn_jax.doctor import examine, report
 from dqn_jax.doctor import main as doctor_main
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
-from dqn_jax.networks import make_network
+from dqn_jax.networks import QNetwork, make_network
 from dqn_jax.train import train
 
 
-class ReluAfterHead(nn.Module):
-    """Test-only: the config's Q-network with the classic bug, a ReLU on its outputs."""
-
-    inner: nn.Module
-
-    @nn.compact
-    def __call__(self, obs):
-        return nn.relu(self.inner(obs))
-
-
-class NaNNearTheEdge(nn.Module):
-    """Test-only: Q values become NaN for observations with the cart far from the centre."""
-
-    inner: nn.Module
-
-    @nn.compact
-    def __call__(self, obs):
-        q = self.inner(obs)
-        return jnp.where(jnp.abs(obs[:, :1]) > 0.5, jnp.nan, q)
-
-
-def reinitialised_every_update(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """Test-only: an optimizer whose state is thrown away and re-created at every update."""
-
-    def update(grads, state, params=None):
-        return inner.update(grads, inner.init(params), params)
-
-    return optax.GradientTransformation(inner.init, update)
-
-
 @pytest.fixture
-def health_cartpole(tiny_cartpole):
+def health_cartpole():
     # The preset's target period (the tiny fixture's copies every 20 updates, and its Q values do diverge).
-    return dataclasses.replace(tiny_cartpole, total_steps=2_400, hidden_sizes=(32, 32), target_update_every=128)
+    return plants.small_cartpole(2_400)
 
 
 def findings_of(run_dir):
@@ -78,7 +46,7 @@ def test_healthy_tiny_cartpole_has_no_finding(health_cartpole, tmp_path, reward_
 def test_relu_after_the_q_head_is_a_dead_head(health_cartpole, tmp_path):
     # Negative returns, as on most Atari games before the agent scores: the ReLU pins every Q at 0.
     negative = dataclasses.replace(health_cartpole, reward_scale=-1.0)
-    network = ReluAfterHead(make_network(negative, 2))
+    network = plants.ReluAfterHead(make_network(negative, 2))
     summary = train(dataclasses.replace(negative, halt_on="error"), run_dir=tmp_path, network=network)
     assert set(findings_of(tmp_path)) == {"dead_q_head"}
     assert summary["halted"] == "dead_q_head" and summary["checkpoint"]  # --halt-on=error saved and stopped
@@ -94,7 +62,7 @@ def test_a_reward_that_is_always_zero(health_cartpole, tmp_path):
 
 
 def test_an_optimizer_reinitialised_every_update(health_cartpole, tmp_path):
-    optimizer = reinitialised_every_update(optax.adam(1e-3))
+    optimizer = plants.reinitialised_every_update(optax.adam(1e-3))
     train(health_cartpole, run_dir=tmp_path, optimizer=optimizer)
     assert set(findings_of(tmp_path)) == {"optimizer_reset"}
 
@@ -109,7 +77,7 @@ def test_a_learning_rate_large_enough_to_diverge(health_cartpole, tmp_path):
 
 
 def test_a_nan_in_the_batch_stops_the_run(health_cartpole, tmp_path):
-    network = NaNNearTheEdge(make_network(health_cartpole, 2))
+    network = plants.NaNNearTheEdge(make_network(health_cartpole, 2))
     config = dataclasses.replace(health_cartpole, total_steps=20_000, checkpoint_every=400)
     summary = train(config, run_dir=tmp_path, network=network)
     assert set(findings_of(tmp_path)) == {"non_finite"}
@@ -169,3 +137,30 @@ def test_doctor_on_several_seeds_names_each_rule_once_gives_each_seed_a_verdict_
     assert lines[1:4] == ["seed 0: healthy", "seed 1: 1 error(s), 0 warning(s): reward_signal_empty",
                           "seed 2: 1 error(s), 0 warning(s): reward_signal_empty"]
     assert lines[-1].startswith("next: check the reward path") and lines[-1].endswith("(reward_signal_empty)")
+
+
+@pytest.mark.parametrize("redo_every", [0, 25])
+def test_redo_revives_a_collapsed_layer(health_cartpole, tmp_path, redo_every):
+    config = dataclasses.replace(health_cartpole, normalization="none", redo_every=redo_every)
+    network = QNetwork(torso=plants.CollapsedMLPTorso(hidden_sizes=(32, 32)), num_actions=2)
+    train(config, run_dir=tmp_path, network=network)
+    last = read_metrics(tmp_path, "health")[-1]
+    recycled = sum(row.get("neurons_recycled") or 0 for row in read_metrics(tmp_path, "train"))
+    if not redo_every:  # the planted collapse stays, and is named
+        assert last["dormant_fraction/torso/dense_1"] == 1.0 and recycled == 0
+        assert "dead_layer" in findings_of(tmp_path)
+    else:  # the first recycling brings all 32 units back; they stay alive
+        assert recycled >= 32 and last["dormant_fraction/torso/dense_1"] < 0.5
+        assert "dead_layer" not in findings_of(tmp_path)
+
+
+@pytest.mark.parametrize("rule", ["vanishing_gradients", "epsilon_floor_before_learning", "q_overestimation",
+                                  "plasticity_loss", "no_learning_progress"])
+def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
+    """The plants of `benchmarks/plants.py` (the detection benchmark's) at their shortest: the rule
+    fires, and nothing else does — except that Q values pushed up also kill units of the second
+    layer on the way (their inflated TD targets), which `plasticity_loss` rightly names too."""
+    config, network, optimizer = plants.plant(rule).build(2_400)
+    train(config, run_dir=tmp_path, network=network, optimizer=optimizer)
+    also = {"q_overestimation": {"plasticity_loss"}}.get(rule, set())
+    assert set(findings_of(tmp_path)) == {rule} | also

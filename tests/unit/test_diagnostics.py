@@ -16,9 +16,10 @@ PONG = presets.preset("Pong")
 
 def healthy_health(step: int, **changes) -> dict:
     """A health row of a learning CartPole agent, with `changes` applied."""
-    row = {"kind": "health", "env_steps": step, "seed": 0, H.UPDATES: step // 2,
+    updates = max(0, step - CARTPOLE.learning_starts) // 2  # learning from env step 1,000
+    row = {"kind": "health", "env_steps": step, "seed": 0, H.UPDATES: updates,
            H.Q_MEAN: 20.0, H.Q_MIN: 5.0, H.Q_MAX: 40.0, H.Q_ZERO_FRACTION: 0.0, H.LOSS: 0.1,
-           H.GRAD_NORM: 1.0, H.OPTIMIZER_STEPS: step // 2, H.BATCH_REWARD_NONZERO: 1.0, H.NONFINITE: 0.0,
+           H.GRAD_NORM: 1.0, H.OPTIMIZER_STEPS: updates, H.BATCH_REWARD_NONZERO: 1.0, H.NONFINITE: 0.0,
            H.per_layer(H.DEAD_FRACTION, "torso/dense_0"): 0.1, H.ENV_REWARD_NONZERO: 1.0,
            H.LIFE_LOSSES: 0, H.LIFE_LOSS_TERMINALS: 0, H.EPISODES: 4, H.TRUNCATED_FRACTION: 0.0,
            H.FINISHED_RETURN_MEAN: 50.0 + step / 100, H.TRUNCATED_RETURN_MEAN: None, H.EPISODE_LENGTH_MAX: 100,
@@ -148,20 +149,25 @@ def test_no_rule_judges_learning_before_it_started():
     """The Pong preset learns from 100k: flat evaluations, a random policy's capped episodes and
     everything else its first 100k env steps show are not findings."""
     before = history(health=[healthy_health(10_000 * i, **{H.TRUNCATED_FRACTION: 1.0, H.TRUNCATED_RETURN_MEAN: -21.0,
-                                                          H.FINISHED_RETURN_MEAN: None}) for i in range(1, 11)],
+                                                          H.FINISHED_RETURN_MEAN: None, H.UPDATES: 0})
+                             for i in range(1, 11)],
                      train=[train_row(10_000 * i, learning=False, epsilon=1.0) for i in range(1, 11)],
                      evals=[eval_row(10_000 * i, -21.0) for i in range(1, 11)], config=PONG)
     assert diagnose(before) == []
 
 
-def test_plasticity_loss_when_neurons_go_dormant_or_the_feature_rank_collapses():
-    rows = [healthy_health(1000 * i) for i in range(1, 11)]
-    dormant = history(health=[{**r, H.DORMANT_FRACTION: 0.1 if i < 5 else 0.7,
-                               H.per_layer(H.DORMANT_FRACTION, "torso/dense_1"): 0.95} for i, r in enumerate(rows)])
+def test_plasticity_loss_when_a_layer_goes_dormant_or_the_feature_rank_collapses():
+    rows = [healthy_health(1000 * i) for i in range(1, 11)]  # learning from 1,000: rows 2,000 on are judged
+    layer = H.per_layer(H.DORMANT_FRACTION, "torso/dense_1")
+    dormant = history(health=[{**r, layer: 0.1 if i < 5 else 0.7, H.DORMANT_FRACTION: 0.05 if i < 5 else 0.35}
+                              for i, r in enumerate(rows)])
     finding = fired(diagnostics.plasticity_loss, dormant)
-    assert finding.env_steps == 6000 and "70%" in finding.evidence and "torso/dense_1 (95%)" in finding.evidence
-    # 70% dormant but already 40% when learning started: not a loss of plasticity that training caused.
-    assert diagnostics.plasticity_loss(history(health=[{**r, H.DORMANT_FRACTION: 0.4 if i < 5 else 0.7}
+    assert finding.env_steps == 6000 and "70% of the neurons of torso/dense_1" in finding.evidence
+    # 70% dormant, but already 40% when learning started: not a loss that training caused.
+    assert diagnostics.plasticity_loss(history(health=[{**r, layer: 0.4 if i < 5 else 0.7}
+                                                       for i, r in enumerate(rows)])) is None
+    # Rising to 49%, as dense_1 of a healthy CartPole run does: no finding.
+    assert diagnostics.plasticity_loss(history(health=[{**r, layer: 0.02 if i < 5 else 0.49}
                                                        for i, r in enumerate(rows)])) is None
     collapse = history(health=[{**r, H.SRANK: 40.0 if i < 5 else 8.0} for i, r in enumerate(rows)])
     assert fired(diagnostics.plasticity_loss, collapse).env_steps == 6000

@@ -79,7 +79,7 @@ def _records() -> StepRecord:
     return StepRecord(
         learn=LearnRecord(learned=np.array([False, True, True]), updates=np.array([[0], [2], [4]]),
                           loss=f32(0, 1, 3), q_mean=f32(0, 2, 2), td_abs_mean=f32(0, 1, 1),
-                          learning_rate=f32(0, 1e-3, 5e-4)),
+                          learning_rate=f32(0, 1e-3, 5e-4), recycled=np.array([[0], [3], [2]], np.int32)),
         experience=ExperienceRecord(
             epsilon=f32(1.0, 0.9, 0.8), episode_done=done, episode_return=np.full((K, S, E), 7.0),
             episode_length=np.full((K, S, E), 12), episode_truncated=np.zeros((K, S, E), bool),
@@ -97,6 +97,7 @@ def test_chunk_rows_from_records():
     (train,) = rows.train
     assert train["env_steps"] == 106 and train["loss"] == 2.0 and train["learning_rate"] == np.float32(5e-4)
     assert train["epsilon"] == np.float32(0.8) and train["episodes"] == 1 and train["train_return_mean"] == 7.0
+    assert train["neurons_recycled"] == 5  # summed over the chunk's updates
     (health,) = rows.health
     assert health[H.GRAD_NORM] == 2.5 and health[H.UPDATES] == 4 and health[H.ENV_REWARD_NONZERO] == 2 / 6
     assert health[H.EPISODES] == 1 and health[H.TRUNCATED_FRACTION] == 0.0 and health[H.FINISHED_RETURN_MEAN] == 7.0
