@@ -18,7 +18,7 @@ import optax
 from dqn_jax import presets
 from dqn_jax.config import Config, validate
 from dqn_jax.learner import make_optimizer
-from dqn_jax.networks import QNetwork, make_network
+from dqn_jax.networks import PatchConv, QNetwork, make_network
 
 
 class ReluAfterHead(nn.Module):
@@ -67,6 +67,27 @@ class CollapsedMLPTorso(nn.Module):
             bias_init = nn.initializers.constant(-10.0) if i == self.collapsed else nn.initializers.zeros
             x = nn.relu(nn.Dense(width, bias_init=bias_init, name=f"Dense_{i}")(x))
             self.sow("intermediates", f"dense_{i}", x)
+        return x
+
+
+class CollapsedNatureCNNTorso(nn.Module):
+    """The project's Nature CNN (PatchConv layers, same names, same sown activations) with one conv
+    layer collapsed from the start — its biases at -10, so every feature map outputs 0: the
+    collapse of a conv layer on Atari, named `dead_layer` on that layer."""
+
+    collapsed: int = 1
+
+    @nn.compact
+    def __call__(self, obs):
+        x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
+        for i, (features, kernel, stride) in enumerate(((32, 8, 4), (64, 4, 2), (64, 3, 1))):
+            x = PatchConv(features, kernel, stride, name=f"Conv_{i}")(x)
+            if i == self.collapsed:
+                x = x + self.param("collapse", nn.initializers.constant(-10.0), (features,)).reshape(1, 1, 1, -1)
+            x = nn.relu(x)
+            self.sow("intermediates", f"conv_{i}", x)
+        x = nn.relu(nn.Dense(512, name="Dense_0")(x.reshape(x.shape[0], -1)))
+        self.sow("intermediates", "dense_0", x)
         return x
 
 
@@ -125,6 +146,58 @@ class ConstantQ(nn.Module):
         return jnp.zeros((obs.shape[0], self.num_actions)) + bias[None]
 
 
+def rescaling(inner: optax.GradientTransformation, up: str, down: str, factor: float, start: int,
+              updates: int) -> optax.GradientTransformation:
+    """The optimizer `inner`, then, for `updates` updates from update `start`, layer `up` (kernel and bias)
+    multiplied by `factor` and layer `down`'s kernel divided by it. With ReLUs, no normalisation
+    between them and `down` reading `up`, the Q values do not change, but the gradient of `down`'s
+    kernel grows by `factor` at every update: exploding gradients, with nothing else wrong (starting
+    after the rule's first three measurements, which set the norm it compares against)."""
+
+    def init(params):
+        return inner.init(params), jnp.zeros((), jnp.int32)
+
+    def update(grads, state, params=None):
+        inner_state, count = state
+        steps, inner_state = inner.update(grads, inner_state, params)
+        scale = jnp.where((count >= start) & (count < start + updates), factor, 1.0)
+
+        def rescale(key_path, step, param):
+            keys = tuple(getattr(k, "key", k) for k in key_path)
+            if up in keys:
+                return (param + step) * scale - param
+            if down in keys and keys[-1] == "kernel":
+                return (param + step) / scale - param
+            return step
+
+        return jax.tree_util.tree_map_with_path(rescale, steps, params), (inner_state, count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def flipping(inner: optax.GradientTransformation, step: float) -> optax.GradientTransformation:
+    """The optimizer `inner`, plus a push on the Q head's bias towards action 0, then action 1, in
+    turn at every update: the greedy action of most states flips back and forth (policy churn)."""
+
+    def init(params):
+        return inner.init(params), jnp.zeros((), jnp.int32)
+
+    def update(grads, state, params=None):
+        inner_state, count = state
+        steps, inner_state = inner.update(grads, inner_state, params)
+        sign = jnp.where(count % 2 == 0, 1.0, -1.0)
+
+        def flip(key_path, u):
+            keys = tuple(getattr(k, "key", k) for k in key_path)
+            if keys[-2:] != ("q_head", "bias"):
+                return u
+            return u + sign * step * jnp.where(jnp.arange(u.shape[0]) == 0, 2.0, -2.0)
+
+        return jax.tree_util.tree_map_with_path(flip, steps), (inner_state, count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
 class Plant(NamedTuple):
     """One planted failure: the rule that must name it, and the run that shows it (`build` takes the
     run's length in env steps and returns its config, and the network and optimizer to use instead
@@ -133,6 +206,7 @@ class Plant(NamedTuple):
     name: str
     rule: str
     build: Callable[[int], tuple[Config, nn.Module | None, optax.GradientTransformation | None]]
+    game: str = "CartPole"
 
 
 def _network(config: Config) -> nn.Module:
@@ -163,6 +237,9 @@ PLANTS: tuple[Plant, ...] = (
     Plant("a hidden layer collapsed from the start", "dead_layer",
           _cartpole({"normalization": "none"},
                     network=lambda c: QNetwork(torso=CollapsedMLPTorso(tuple(c.hidden_sizes)), num_actions=2))),
+    Plant("a layer's weights scaled up and the next one's down, Q unchanged", "exploding_gradients",
+          _cartpole({"normalization": "none", "learning_rate": 1e-5, "learning_rate_end": 1e-5},
+                    optimizer=lambda c: rescaling(make_optimizer(c)[0], "Dense_1", "q_head", 1.1, 250, 100))),
     Plant("no gradient reaches the parameters", "vanishing_gradients",
           _cartpole(network=lambda c: NoGradient(_network(c)))),
     Plant("exploration at its floor before learning", "epsilon_floor_before_learning",
@@ -172,15 +249,21 @@ PLANTS: tuple[Plant, ...] = (
     Plant("hidden biases pushed down at every update", "plasticity_loss",
           _cartpole({"normalization": "none"},
                     optimizer=lambda c: nudging(make_optimizer(c)[0], ("Dense_1", "bias"), -1e-2))),
+    Plant("the Q head's bias pushed to one action, then the other, at every update", "policy_churn",
+          _cartpole(optimizer=lambda c: flipping(make_optimizer(c)[0], 20.0))),
     Plant("updates that change nothing", "no_learning_progress",
           _cartpole({"eval_every": 400, "eval_episodes": 16}, optimizer=lambda c: optax.set_to_zero())),
+    Plant("a conv layer of the Nature CNN collapsed from the start (Breakout)", "dead_layer",
+          lambda total: (small_atari("Breakout"), QNetwork(torso=CollapsedNatureCNNTorso(), num_actions=4), None),
+          game="Breakout"),
     Plant("Pong with a 100-step time limit", "episode_length_exploit",
-          lambda total: (small_atari("Pong", max_episode_steps=100), ConstantQ(6), None)),
+          lambda total: (small_atari("Pong", max_episode_steps=100), ConstantQ(6), None), game="Pong"),
     Plant("Breakout with life loss not terminal", "life_loss_not_terminal",
-          lambda total: (small_atari("Breakout", episodic_life=False, max_episode_steps=400), ConstantQ(4), None)),
+          lambda total: (small_atari("Breakout", episodic_life=False, max_episode_steps=400), ConstantQ(4), None),
+          game="Breakout"),
 )
 
 
-def plant(rule: str) -> Plant:
-    """Returns the plant whose failure `rule` must name."""
-    return next(p for p in PLANTS if p.rule == rule)
+def plant(rule: str, game: str = "CartPole") -> Plant:
+    """Returns the plant on `game` whose failure `rule` must name."""
+    return next(p for p in PLANTS if p.rule == rule and p.game == game)

@@ -357,7 +357,7 @@ def plasticity_loss(h: History) -> Finding | None:
 def q_overestimation(h: History) -> Finding | None:
     """Q values at the start of evaluation games far above the discounted reward that followed, and growing."""
     rows = [r for r in h.learning(h.eval) if r.get(Q_OVERESTIMATION) is not None]
-    unit = max(abs(h.config.reward_scale), 1e-12)
+    unit = abs(h.config.reward_scale) or 1.0  # one stored reward, as `records.eval_rows` uses
     for i in range(len(rows) - STREAK + 1):
         window = rows[i:i + STREAK]
         values = [_num(r[Q_OVERESTIMATION]) for r in window]
@@ -408,7 +408,8 @@ EXPLAINS = {
                      "plasticity_loss"},
     "dead_q_head": {"vanishing_gradients", "no_learning_progress", "plasticity_loss", "policy_churn"},
     "dead_layer": {"vanishing_gradients", "no_learning_progress", "plasticity_loss"},
-    "reward_signal_empty": {"vanishing_gradients", "no_learning_progress"},
+    "reward_signal_empty": {"vanishing_gradients", "no_learning_progress", "q_overestimation"},
+    "vanishing_gradients": {"no_learning_progress"},
     "optimizer_reset": {"no_learning_progress"},
     "q_overestimation": {"no_learning_progress"},
 }

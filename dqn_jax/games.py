@@ -16,14 +16,23 @@ ATARI_SUFFIX = "-v5"
 
 
 @functools.cache
+def _atari_tasks() -> dict[str, str]:
+    """Returns {game: ALE task name} (`BankHeist`: `bank_heist`) for every Atari game EnvPool
+    registers: its `-v5` tasks built by `envpool.atari` (MuJoCo's `Ant-v5` and the like are not)."""
+    from envpool.registration import registry
+
+    return {name[: -len(ATARI_SUFFIX)]: kwargs.get("task", "") for name, (module, _, kwargs) in registry.specs.items()
+            if name.endswith(ATARI_SUFFIX) and "/" not in name and module == "envpool.atari"}
+
+
 def atari_games() -> tuple[str, ...]:
     """Returns the names of every Atari game EnvPool registers, without the `-v5` suffix, sorted."""
-    import envpool
+    return tuple(sorted(_atari_tasks()))
 
-    return tuple(
-        sorted(name[: -len(ATARI_SUFFIX)] for name in envpool.list_all_envs()
-               if name.endswith(ATARI_SUFFIX) and "/" not in name)
-    )
+
+def ale_name(game: str) -> str | None:
+    """Returns the ALE's name of an Atari game (`MsPacman` → `ms_pacman`), None for CartPole."""
+    return _atari_tasks().get(game)
 
 
 def known_games() -> tuple[str, ...]:

@@ -193,8 +193,9 @@ def eval_rows(result, seeds: list[int], env_steps: int, window_means: list[float
     `window_means` are the rolling means over the latest `window` evaluation episodes and `best`
     the best mean evaluation return so far, one per agent; `wall_seconds` is the run's wall-clock
     time at this evaluation (building pools and compiling included, earlier processes of a resumed
-    run included); `reward_unit` is the size of one stored reward (|reward_scale|), the floor of
-    the over-estimation's denominator, so a realized value near 0 does not blow the ratio up.
+    run included); `reward_unit` is the size of one stored reward (|reward_scale|, or 1 when it
+    is 0), the floor of the over-estimation's denominator, so a realized value near 0 does not
+    blow the ratio up.
     """
     rows = []
     for s, seed in enumerate(seeds):

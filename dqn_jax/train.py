@@ -190,7 +190,7 @@ class Trainer:
         self.reached_target = self.book.reach_target(config.target_return, wall_seconds)
         for row in eval_rows(result, self.seeds, env_steps, self.book.window_means(),
                              config.eval_return_window, self.book.best, wall_seconds,
-                             reward_unit=abs(config.reward_scale)):
+                             reward_unit=abs(config.reward_scale) or 1.0):
             self.writer.write(row)
             self.history.append(row)
         for s in np.flatnonzero(improved):

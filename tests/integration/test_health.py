@@ -154,8 +154,8 @@ def test_redo_revives_a_collapsed_layer(health_cartpole, tmp_path, redo_every):
         assert "dead_layer" not in findings_of(tmp_path)
 
 
-@pytest.mark.parametrize("rule", ["vanishing_gradients", "epsilon_floor_before_learning", "q_overestimation",
-                                  "plasticity_loss", "no_learning_progress"])
+@pytest.mark.parametrize("rule", ["exploding_gradients", "vanishing_gradients", "epsilon_floor_before_learning",
+                                  "q_overestimation", "plasticity_loss", "policy_churn", "no_learning_progress"])
 def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
     """The plants of `benchmarks/plants.py` (the detection benchmark's) at their shortest: the rule
     fires, and nothing else does — except that Q values pushed up also kill units of the second
@@ -164,3 +164,10 @@ def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
     train(config, run_dir=tmp_path, network=network, optimizer=optimizer)
     also = {"q_overestimation": {"plasticity_loss"}}.get(rule, set())
     assert set(findings_of(tmp_path)) == {rule} | also
+
+
+def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
+    config, network, _ = plants.plant("dead_layer", game="Breakout").build(0)
+    train(config, run_dir=tmp_path, network=network)
+    found = findings_of(tmp_path)
+    assert set(found) == {"dead_layer"} and "torso/conv_1" in found["dead_layer"].evidence

@@ -25,6 +25,11 @@ def test_game_names():
     assert "MsPacman" in games.atari_games() and len(games.atari_games()) > 50
     with pytest.raises(ConfigError, match="did you mean Breakout"):
         games.canonical_game("Breakot")
+    # EnvPool's MuJoCo tasks share the `-v5` suffix; they are not Atari games.
+    assert not {"Ant", "Hopper", "HalfCheetah"} & set(games.atari_games())
+    with pytest.raises(ConfigError, match="not an EnvPool game"):
+        games.canonical_game("Ant")
+    assert games.ale_name("MsPacman") == "ms_pacman" and games.ale_name("CartPole") is None
 
 
 ACTIONS = np.random.default_rng(0).integers(0, 2, (60, 6))  # [steps, envs] for up to 6 envs

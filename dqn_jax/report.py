@@ -1,0 +1,202 @@
+"""`python -m dqn_jax.report SWEEP_DIR | RUN_DIR ...`: scores across games and seeds, as papers report them.
+
+Reads training run directories (a sweep directory holds one per game; each run holds its seeds):
+every seed's score — its last evaluation's mean return (`--score=final`), or its best params
+scored on fresh games at the end (`--score=best_params`) — per game; human-normalized scores for
+the Atari-57 games (`scores.RANDOM_AND_HUMAN`), raw returns for the others; and, over the games
+that have human scores (or, when none has, over the raw returns), the mean, median, interquartile
+mean and optimality gap with stratified-bootstrap 95% confidence intervals. Writes `report.json`,
+`performance_profile.png` and `score_curves.png` into the first directory given (or `--out`).
+Exit status: 0, or 2 when no run directory is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dqn_jax import games, scores
+from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, read_metrics, write_json_atomic
+from dqn_jax.presets import load_toml
+from dqn_jax.records import EVAL_RETURN_MEAN
+
+REPORT_FILE = "report.json"
+SCORE_FIELDS = {"final": "final_eval_return", "best_params": "best_params_return"}
+FRAME_SKIP = 4  # Atari env steps are 4 frames each (EnvPool's default, which this project keeps)
+
+
+class ReportError(ValueError):
+    """Nothing to report, or runs that cannot be compared; the message says which."""
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Returns the run directories among `paths` and their subdirectories (one level), sorted."""
+    runs = []
+    for path in paths:
+        if (path / SUMMARY_FILE).is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if (p / SUMMARY_FILE).is_file())
+    return runs
+
+
+def collect(runs: Sequence[Path], score: str) -> dict[str, dict]:
+    """Returns {game: {"seeds": [...], "raw": [...], "run_dirs": [...]}} from run directories."""
+    import json
+
+    by_game: dict[str, dict] = {}
+    for run in runs:
+        game = load_toml(run / CONFIG_FILE).game
+        summary = json.loads((run / SUMMARY_FILE).read_text())
+        entry = by_game.setdefault(game, {"seeds": [], "raw": [], "run_dirs": []})
+        for seed in summary["seeds"]:
+            value = seed.get(SCORE_FIELDS[score])
+            if value is None:
+                raise ReportError(f"{run}: seed {seed['seed']} has no {SCORE_FIELDS[score]} "
+                                  f"(an unfinished run?); finish it with --resume, or use --score=final")
+            entry["seeds"].append(seed["seed"])
+            entry["raw"].append(float(value))
+        entry["run_dirs"].append(str(run))
+    return by_game
+
+
+def score_matrix(by_game: dict[str, dict], normalized: bool) -> tuple[list[str], np.ndarray]:
+    """Returns the games and their scores [runs, games] (normalized or raw), keeping the first
+    `runs` seeds of each game where games have different numbers of seeds."""
+    names = [g for g in sorted(by_game) if (by_game[g]["normalized"] is not None) == normalized]
+    runs = min((len(by_game[g]["raw"]) for g in names), default=0)
+    key = "normalized" if normalized else "raw"
+    return names, np.array([by_game[g][key][:runs] for g in names]).T.reshape(runs, len(names))
+
+
+def build(paths: Sequence[Path], score: str = "final", reps: int = 2_000, seed: int = 0) -> dict:
+    """Returns the report of the runs under `paths` (what `report.json` holds).
+
+    Raises:
+      ReportError: no run directory, or a seed without the requested score.
+    """
+    runs = find_runs(paths)
+    if not runs:
+        raise ReportError(f"no run directory (with {SUMMARY_FILE}) in {', '.join(map(str, paths))}; pass a sweep "
+                          "directory or training run directories")
+    by_game = collect(runs, score)
+    for game, entry in by_game.items():
+        normalized = scores.human_normalized(games.ale_name(game), np.array(entry["raw"]))
+        entry["normalized"] = None if normalized is None else normalized.tolist()
+    with_human = any(entry["normalized"] is not None for entry in by_game.values())
+    names, matrix = score_matrix(by_game, normalized=with_human)
+    return {
+        "runs": [str(r) for r in runs], "score": SCORE_FIELDS[score],
+        "aggregated_over": "human_normalized" if with_human else "raw_return", "aggregated_games": names,
+        "runs_per_game": int(matrix.shape[0]), "bootstrap_reps": reps, "bootstrap_seed": seed,
+        "aggregates": scores.aggregates(matrix, reps=reps, seed=seed) if matrix.size else None,
+        "games": {game: {**entry, "raw_mean": float(np.mean(entry["raw"])), "normalized_mean": (
+                             None if entry["normalized"] is None else float(np.mean(entry["normalized"])))}
+                  for game, entry in sorted(by_game.items())},
+    }
+
+
+def plot(report: dict, out_dir: Path) -> list[Path]:
+    """Writes the performance profile and the score-vs-frames curves; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "normalized" if report["aggregated_over"] == "human_normalized" else "raw"
+    games_used = report["aggregated_games"]
+    runs = report["runs_per_game"]
+    matrix = np.array([report["games"][g][key][:runs] for g in games_used]).T.reshape(runs, len(games_used))
+    written = []
+    fig, axis = plt.subplots(figsize=(6, 4))
+    if matrix.size:
+        taus = np.linspace(min(0.0, matrix.min()), max(matrix.max(), 1e-9) * 1.05, 200)
+        axis.plot(taus, scores.performance_profile(matrix, taus))
+    axis.set_xlabel("human-normalized score τ" if key == "normalized" else "return τ")
+    axis.set_ylabel("fraction of runs with score > τ")
+    axis.set_title(f"performance profile ({len(games_used)} games × {runs} runs)", fontsize=10)
+    axis.grid(alpha=0.3)
+    written.append(out_dir / "performance_profile.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=80)
+    plt.close(fig)
+
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for game, entry in report["games"].items():
+        curve = _curve(game, entry["run_dirs"])
+        if curve:
+            xs, ys = zip(*curve, strict=True)
+            axis.plot(xs, ys, marker="o", ms=2, label=game)
+    axis.set_xlabel("frames" if any(games.is_atari(g) for g in report["games"]) else "env steps")
+    axis.set_ylabel("human-normalized score" if key == "normalized" else "evaluation return")
+    axis.set_title("mean over seeds of the evaluation return", fontsize=10)
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=7)
+    written.append(out_dir / "score_curves.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=80)
+    plt.close(fig)
+    return written
+
+
+def _curve(game: str, run_dirs: list[str]) -> list[tuple[float, float]]:
+    """Returns (frames or env steps, mean over seeds of the evaluation return, human-normalized
+    where the game has human scores) at each evaluation of a game's runs."""
+    by_step: dict[int, list[float]] = {}
+    for run in run_dirs:
+        for row in read_metrics(run, "eval"):
+            by_step.setdefault(row["env_steps"], []).append(row[EVAL_RETURN_MEAN])
+    scale = FRAME_SKIP if games.is_atari(game) else 1
+    points = []
+    for step, values in sorted(by_step.items()):
+        normalized = scores.human_normalized(games.ale_name(game), np.array([np.mean(values)]))
+        points.append((step * scale, float(np.mean(values) if normalized is None else normalized[0])))
+    return points
+
+
+def render(report: dict) -> str:
+    """Returns the report as text: one line per game, then the aggregates."""
+    lines = [f"{'game':<16} {'seeds':>5} {'return (mean)':>14} {'human-normalized':>17}"]
+    for game, entry in report["games"].items():
+        normalized = "" if entry["normalized_mean"] is None else f"{entry['normalized_mean']:.3f}"
+        lines.append(f"{game:<16} {len(entry['raw']):>5} {entry['raw_mean']:>14.2f} {normalized:>17}")
+    if report["aggregates"]:
+        lines.append(f"aggregates over {len(report['aggregated_games'])} game(s) × {report['runs_per_game']} run(s) "
+                     f"({report['aggregated_over'].replace('_', ' ')}; 95% stratified-bootstrap CI):")
+        for name, value in report["aggregates"].items():
+            lines.append(f"  {name:<15} {value['estimate']:.3f}  [{value['ci_low']:.3f}, {value['ci_high']:.3f}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m dqn_jax.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", type=Path, nargs="+", help="a sweep directory, or run directories")
+    parser.add_argument("--score", choices=sorted(SCORE_FIELDS), default="final",
+                        help="each seed's last evaluation (final) or its best params on fresh games (best_params)")
+    parser.add_argument("--reps", type=int, default=2_000, help="bootstrap replicates (default 2000)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first path)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.reps < 1:
+            raise ReportError("--reps must be at least 1")
+        report = build(args.paths, args.score, args.reps)
+    except (ReportError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out_dir = args.out or args.paths[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / REPORT_FILE, report)
+    print(render(report))
+    for path in [out_dir / REPORT_FILE, *plot(report, out_dir)]:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`python -m dqn_jax.sweep --games=Pong,Breakout|atari5|atari57 --num-seeds=5 --out=SWEEP_DIR [training flags]`
+
+Trains one run directory per game, `SWEEP_DIR/<Game>`, each holding every seed (one program per
+game, seeds vmapped), with any training flag passed through. Running the same command again skips
+the games that finished, resumes those that were interrupted (from their newest checkpoint) and
+starts the rest, so a sweep cut short by a cluster's time limit is continued by re-submitting it.
+`python -m dqn_jax.report SWEEP_DIR` then scores it. Exit status: 0 when every game finished,
+1 when one failed (the others still ran), 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dqn_jax import checkpoint, games
+from dqn_jax.config import ConfigError
+from dqn_jax.metrics import SUMMARY_FILE
+from dqn_jax.train import main as train_main
+
+# Named sets of games. Atari-5: Aitchison, Jackson and Sanderson 2023, "Atari-5: Distilling the
+# Arcade Learning Environment down to Five Games" (the five games whose scores best predict the
+# 57-game median). Atari-57: the games with human and random scores (`scores.RANDOM_AND_HUMAN`).
+GAME_SETS: dict[str, tuple[str, ...]] = {
+    "atari5": ("BattleZone", "DoubleDunk", "NameThisGame", "Phoenix", "Qbert"),
+}
+
+
+def atari57() -> tuple[str, ...]:
+    """Returns the 57 Atari games that have human scores, by their EnvPool names."""
+    from dqn_jax.scores import RANDOM_AND_HUMAN
+
+    return tuple(g for g in games.atari_games() if games.ale_name(g) in RANDOM_AND_HUMAN)
+
+
+def resolve_games(spec: str) -> tuple[str, ...]:
+    """Returns the canonical games of `--games`: comma-separated names and named sets.
+
+    Raises:
+      ConfigError: an unknown game or set, or no game at all.
+    """
+    chosen: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item.lower() == "atari57":
+            chosen += atari57()
+        elif item.lower() in GAME_SETS:
+            chosen += GAME_SETS[item.lower()]
+        else:
+            chosen.append(games.canonical_game(item))
+    if not chosen:
+        raise ConfigError(f"--games={spec!r} names no game; e.g. --games=Pong,Breakout or --games=atari5")
+    return tuple(dict.fromkeys(chosen))
+
+
+def state_of(run_dir: Path, total_steps: int | None) -> str:
+    """Returns `done` (finished: not interrupted or halted, at its total steps), `resume` (has a
+    checkpoint to continue from) or `new`."""
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        finished = not summary.get("interrupted") and not summary.get("halted")
+        if finished and (total_steps is None or summary.get("env_steps", 0) >= total_steps):
+            return "done"
+    return "resume" if checkpoint.latest_step(run_dir) is not None else "new"
+
+
+def _total_steps(flags: Sequence[str]) -> int | None:
+    """Returns `--total-steps` among the training flags, if given (None: the preset's)."""
+    for i, flag in enumerate(flags):
+        if flag.startswith("--total-steps="):
+            return int(flag.split("=", 1)[1].replace("_", ""))
+        if flag == "--total-steps" and i + 1 < len(flags):
+            return int(flags[i + 1].replace("_", ""))
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m dqn_jax.sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="Any other flag is a training flag (python -m dqn_jax.train --help).")
+    parser.add_argument("--games", required=True, help="comma-separated games and sets (atari5, atari57)")
+    parser.add_argument("--out", type=Path, required=True, help="the sweep directory (one run directory per game)")
+    parser.add_argument("--num-seeds", type=int, default=5, help="seeds per game, trained together (default 5)")
+    args, flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    bad = [f for f in flags if f.split("=")[0] in ("--game", "--run-dir", "--resume")]
+    try:
+        if bad:
+            raise ConfigError(f"{bad[0].split('=')[0]} is set by the sweep itself (one run directory per game "
+                              "under --out); leave it out")
+        chosen = resolve_games(args.games)
+        total = _total_steps(flags)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for index, game in enumerate(chosen, start=1):
+        run_dir = args.out / game
+        state = state_of(run_dir, total)
+        print(f"sweep: game {index}/{len(chosen)} {game}: "
+              + {"done": "finished, skipped", "resume": "resuming", "new": "starting"}[state], flush=True)
+        if state == "done":
+            continue
+        if state == "resume":
+            code = train_main([f"--resume={run_dir}", *flags])
+        else:
+            code = train_main([f"--game={game}", f"--num-seeds={args.num_seeds}", f"--run-dir={run_dir}", *flags])
+        if code == 2:
+            return 2  # a bad training flag: every game would refuse it
+        if code != 0 or state_of(run_dir, total) != "done":
+            failed.append(game)
+    done = len(chosen) - len(failed)
+    print(f"sweep: {done}/{len(chosen)} games finished in {args.out}"
+          + (f"; not finished: {', '.join(failed)} (run the same command again to resume)" if failed else "")
+          + f". Scores: python -m dqn_jax.report {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""`sweep` then `report`: one run directory per game, finished games skipped, cut ones resumed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import TINY_FLAGS
+
+from dqn_jax import sweep
+from dqn_jax.config import ConfigError
+from dqn_jax.report import main as report_main
+
+FLAGS = [f for f in TINY_FLAGS if not f.startswith("--game=")]  # the tiny CartPole run's settings
+
+
+def test_sweep_then_report_on_cartpole_with_three_seeds(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert sweep.main(["--games=cartpole", "--num-seeds=3", f"--out={out}", "--total-steps=1200", *FLAGS]) == 0
+    summary = json.loads((out / "CartPole" / "summary.json").read_text())
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1, 2] and summary["env_steps"] == 1200
+    # The same command again: nothing to do. Longer: the run resumes from its checkpoint.
+    assert sweep.main(["--games=CartPole", "--num-seeds=3", f"--out={out}", "--total-steps=1200", *FLAGS]) == 0
+    assert "finished, skipped" in capsys.readouterr().out
+    assert sweep.main(["--games=CartPole", "--num-seeds=3", f"--out={out}", "--total-steps=2000", *FLAGS]) == 0
+    longer = json.loads((out / "CartPole" / "summary.json").read_text())
+    assert "resuming" in capsys.readouterr().out and longer["resumed_from"] == 1200 and longer["env_steps"] == 2000
+    assert report_main([str(out), "--reps=200"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["aggregated_over"] == "raw_return" and report["runs_per_game"] == 3
+    assert report["games"]["CartPole"]["raw"] == [s["final_eval_return"] for s in longer["seeds"]]
+
+
+def test_game_sets_and_bad_sweeps(tmp_path, capsys):
+    assert sweep.resolve_games("atari5") == ("BattleZone", "DoubleDunk", "NameThisGame", "Phoenix", "Qbert")
+    assert len(sweep.resolve_games("atari57")) == 57
+    assert sweep.resolve_games("pong,Pong,breakout") == ("Pong", "Breakout")
+    with pytest.raises(ConfigError, match="did you mean"):
+        sweep.resolve_games("Pongg")
+    assert sweep.main(["--games=CartPole", f"--out={tmp_path}", "--run-dir=x"]) == 2
+    assert sweep.main(["--games=,", f"--out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: --run-dir is set by the sweep") and err[1].startswith("error: --games=',' names")
