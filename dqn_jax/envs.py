@@ -73,17 +73,20 @@ def _make(config: Config, num_envs: int, seeds: list[int], evaluation: bool):
         return envpool.make(task_id(config.game), **kwargs)
 
 
-def make_train_pool(config: Config, resumed_at: int = 0):
-    """Returns the training pool: `num_seeds * num_envs` envs, agent-major, with derived seeds.
+def make_train_pool(config: Config, resumed_at: int = 0, agents: range | None = None):
+    """Returns a training pool: `num_envs` envs for each agent of `agents` (default: all
+    `num_seeds`), agent-major, with derived seeds.
 
     `resumed_at` (env steps) gives envs restarted on resume their own seeds, so a resumed run does
-    not replay the games it started with.
+    not replay the games it started with. An agent's envs get the same seeds whichever pool holds
+    them, so agents sharded over devices (one pool each) play the games they would play together.
     """
     stream = (0, resumed_at) if resumed_at else 0
+    agents = range(config.num_seeds) if agents is None else agents
     seeds = []
-    for agent in range(config.num_seeds):
+    for agent in agents:
         seeds += env_seeds(agent_seed(config, agent), config.num_envs, stream=stream)
-    return _make(config, config.num_seeds * config.num_envs, seeds, evaluation=False)
+    return _make(config, len(agents) * config.num_envs, seeds, evaluation=False)
 
 
 def make_eval_pool(config: Config, stream: int = 1):

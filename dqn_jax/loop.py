@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
@@ -31,6 +33,16 @@ from dqn_jax.learner import AgentState, Learner, make_learner
 from dqn_jax.networks import make_network
 from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
+
+SEED_AXIS = "seeds"  # the mesh axis agents are sharded over
+
+
+def seed_mesh(num_seeds: int) -> Mesh | None:
+    """Returns a 1-D mesh over the most devices that divide `num_seeds` evenly (every device then
+    holds the same number of agents), or None when that is one device."""
+    devices = jax.devices()
+    count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), (SEED_AXIS,))
 
 
 class FusedLoopUnavailable(UserWarning):
@@ -100,21 +112,25 @@ def _episode_bookkeeping(carry: EnvCarry, epsilon, next_obs, terminated, truncat
 class Loop:
     """Builds the pool, the agents and the compiled iteration functions for one run."""
 
-    def __init__(self, config: Config, pool, learner: Learner, replay: Replay):
-        """`pool` is the training pool from `envs.make_train_pool(config)`; the loop owns it."""
+    def __init__(self, config: Config, pool, learner: Learner, replay: Replay, mesh: Mesh | None = None):
+        """`pool` is the training pool from `envs.make_train_pool(config)` — or, with `mesh` (agents
+        sharded over its devices), a list of one pool per device holding that device's agents'
+        envs. The loop owns them."""
         self.config = config
         self.learner = learner
         self.replay = replay
-        self.pool = pool
+        self._pools = list(pool) if isinstance(pool, (list, tuple)) else [pool]
+        self.pool = self._pools[0]  # the one pool, or the first device's
+        self.mesh = mesh
         self.epsilon = epsilon_schedule(config)
         # Rounds of updates between two health measurements (a round is `updates_per_vector_step` updates).
         self.health_rounds = max(1, config.health_every // config.updates_per_vector_step)
         self.mode = config.loop
-        self._xla = None
+        self._xla = None  # one (handle, recv, send, step) per pool
         self._fused_compiled = False  # the fused chunk compiled once: later failures are not EnvPool's
         if self.mode == "fused":
             try:
-                self._xla = self.pool.xla()
+                self._xla = [p.xla() for p in self.pools]
             except Exception as err:  # EnvPool built without its XLA extension, or for another jax
                 self._fall_back_to_host("could not be built", err)
         self._chunk = jax.jit(self._chunk_fn, static_argnums=1, donate_argnums=0)
@@ -122,19 +138,38 @@ class Loop:
         self._observe = jax.jit(self._observe_fn, donate_argnums=0)
 
     # --- state -------------------------------------------------------------------------------
+    @property
+    def pools(self) -> list:
+        """The training pools: `[self.pool]` (which tests may wrap), or one per device."""
+        return self._pools if len(self._pools) > 1 else [self.pool]
+
+    @property
+    def num_devices(self) -> int:
+        """Devices the agents are sharded over (1: all on the default device)."""
+        return 1 if self.mesh is None else self.mesh.size
+
+    def _reset_obs(self) -> jax.Array:
+        """Resets every pool; returns the observations [S, E, ...], sharded like the agents."""
+        obs = np.concatenate([p.reset()[0] for p in self.pools])
+        return self._place(jnp.asarray(_split_agents(obs, self.config.num_seeds)))
+
+    def _place(self, tree):
+        """Returns `tree` (leading [S] axis) sharded over the mesh's devices, or as it is without one."""
+        return tree if self.mesh is None else jax.device_put(tree, NamedSharding(self.mesh, P(SEED_AXIS)))
+
     def init(self, keys: jax.Array) -> LoopState:
         """Returns the initial state: fresh agents (one per key in `keys` [S]) and reset envs."""
-        S = self.config.num_seeds
-        obs, info = self.pool.reset()
-        obs = jnp.asarray(_split_agents(obs, S))
-        # Jitted so the replay's zeros are allocated once at [S, ...], not built then broadcast (2x peak).
-        agents = jax.jit(jax.vmap(self.learner.init))(keys, obs)
+        obs = self._reset_obs()
+        # Jitted so the replay's zeros are allocated once at [S, ...] (on each agent's device), not
+        # built then broadcast (2x peak).
+        shardings = None if self.mesh is None else NamedSharding(self.mesh, P(SEED_AXIS))
+        agents = jax.jit(jax.vmap(self.learner.init), out_shardings=shardings)(self._place(keys), obs)
         return LoopState(agents, self.initial_carry(obs), jnp.zeros((), jnp.int32), self._handle())
 
     def resume(self, agents: AgentState, iteration: int) -> LoopState:
         """Returns the state for restored `agents` [S]: envs reset, in-flight episodes cut in replay."""
-        obs, _ = self.pool.reset()
-        obs = jnp.asarray(_split_agents(obs, self.config.num_seeds))
+        obs = self._reset_obs()
+        agents = self._place(agents)
         agents = agents.replace(replay=jax.jit(jax.vmap(end_in_flight), donate_argnums=0)(agents.replay))
         return LoopState(agents, self.initial_carry(obs), jnp.asarray(iteration, jnp.int32), self._handle())
 
@@ -147,14 +182,19 @@ class Loop:
     def initial_carry(self, obs: jax.Array) -> EnvCarry:
         """Returns the env bookkeeping for freshly reset envs with observations `obs` [S, E, ...]."""
         shape = obs.shape[:2]
-        return EnvCarry(obs=obs, first=jnp.ones(shape, bool), dead=jnp.zeros(shape, bool),
-                        dead_hard=jnp.zeros(shape, bool),
-                        episode_return=jnp.zeros(obs.shape[:2], jnp.float32),
-                        episode_length=jnp.zeros(obs.shape[:2], jnp.int32),
-                        lives=jnp.zeros(obs.shape[:2], jnp.int32))
+        return EnvCarry(obs=obs, first=self._place(jnp.ones(shape, bool)), dead=self._place(jnp.zeros(shape, bool)),
+                        dead_hard=self._place(jnp.zeros(shape, bool)),
+                        episode_return=self._place(jnp.zeros(obs.shape[:2], jnp.float32)),
+                        episode_length=self._place(jnp.zeros(obs.shape[:2], jnp.int32)),
+                        lives=self._place(jnp.zeros(obs.shape[:2], jnp.int32)))
 
     def _handle(self):
-        return None if self.mode == "host" else self._xla[0]
+        """Returns EnvPool's XLA handle; with a mesh, every pool's, stacked [D, ...] and sharded."""
+        if self.mode == "host":
+            return None
+        if self.mesh is None:
+            return self._xla[0][0]
+        return self._place(jnp.stack([jnp.asarray(x[0]) for x in self._xla]))
 
     # --- one iteration, in two halves around the env step ----------------------------------
     def _act_fn(self, agents: AgentState, obs: jax.Array):
@@ -168,7 +208,7 @@ class Loop:
 
     def _after_step(self, agents, carry: EnvCarry, iteration, actions, epsilon, step_out):
         """Writes the step to replay, learns when due, and updates the episode bookkeeping."""
-        config, S = self.config, self.config.num_seeds
+        config, S = self.config, carry.obs.shape[0]  # the agents of this device (all of them without a mesh)
         next_obs, reward, terminated, truncated, info = step_out
         hard = envs.hard_done(terminated, truncated, info)
         raw_reward = envs.raw_reward(reward, info)
@@ -252,30 +292,72 @@ class Loop:
 
     # --- fused: a whole chunk in one compiled call -------------------------------------------
     def _chunk_fn(self, state: LoopState, num_iterations: int):
-        _, _, xla_send_recv_step = self._xla[1], self._xla[2], self._xla[3]
-        S, E = self.config.num_seeds, self.config.num_envs
+        if self.mesh is None:
+            return self._scan(state, num_iterations, self._xla[0][3])
+        return self._sharded_chunk(state, num_iterations)
+
+    def _scan(self, state: LoopState, num_iterations: int, env_step):
+        """`num_iterations` iterations of the agents in `state`, stepping their envs with `env_step`."""
 
         def iteration_fn(state: LoopState, _):
             agents, actions, epsilon = self._act_fn(state.agents, state.carry.obs)
-            handle, step_out = xla_send_recv_step(state.handle, actions.reshape(S * E))
+            handle, step_out = env_step(state.handle, actions.reshape(-1))
             agents, carry, iteration, record = self._after_step(
                 agents, state.carry, state.iteration, actions, epsilon, step_out)
             return LoopState(agents, carry, iteration, handle), record
 
         return jax.lax.scan(iteration_fn, state, None, length=num_iterations)
 
+    def _sharded_chunk(self, state: LoopState, num_iterations: int):
+        """The chunk with agents sharded over the mesh: each device runs the scan on its agents and
+        steps its own pool. EnvPool's XLA step is bound to one pool when traced (the handle operand
+        does not select it), so each device picks its pool's step by its index on the mesh; only
+        the records leave the devices."""
+        steps = [x[3] for x in self._xla]
+        flat_records: dict = {}
+
+        def env_step(handle, actions):
+            return jax.lax.switch(jax.lax.axis_index(SEED_AXIS), steps, handle, actions)
+
+        def local(state: LoopState):
+            new, records = self._scan(state._replace(handle=state.handle[0]), num_iterations, env_step)
+            # Records that are the same on every device ([K]: was an update due, ...) get a seed axis
+            # so that one out spec fits all; the first agent's copy is taken below.
+            flat_records["shared"] = jax.tree.map(lambda x: x.ndim == 1, records)
+            records = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], new.carry.obs.shape[0]))
+                                   if x.ndim == 1 else x, records)
+            return new._replace(handle=new.handle[None]), records
+
+        seeds = P(SEED_AXIS)
+        specs = LoopState(seeds, seeds, P(), seeds)
+        new, records = jax.shard_map(local, mesh=self.mesh, in_specs=(specs,), out_specs=(specs, P(None, SEED_AXIS)),
+                                     check_vma=False)(state)
+        records = jax.tree.map(lambda x, shared: x[:, 0] if shared else x, records, flat_records["shared"])
+        return new, records
+
     # --- host: EnvPool stepped from Python ---------------------------------------------------
     def _observe_fn(self, agents, carry, iteration, actions, epsilon, step_out):
         return self._after_step(agents, carry, iteration, actions, epsilon, step_out)
 
+    def _host_step(self, actions: np.ndarray):
+        """Steps every pool with its agents' block of `actions` [S * E]; returns EnvPool's 5-tuple
+        for all of them (the info keys the loop reads)."""
+        if len(self.pools) == 1:
+            obs, reward, terminated, truncated, info = self.pool.step(actions)
+            return obs, reward, terminated, truncated, {k: info[k] for k in ("terminated", "reward", "lives")
+                                                        if k in info}
+        outs = [p.step(a) for p, a in zip(self.pools, np.split(actions, len(self.pools)), strict=True)]
+        obs, reward, terminated, truncated = (np.concatenate([o[i] for o in outs]) for i in range(4))
+        info = {k: np.concatenate([o[4][k] for o in outs]) for k in ("terminated", "reward", "lives")
+                if k in outs[0][4]}
+        return obs, reward, terminated, truncated, info
+
     def _host_chunk(self, state: LoopState, num_iterations: int):
         agents, carry, iteration = state.agents, state.carry, state.iteration
         records = []
-        S, E = self.config.num_seeds, self.config.num_envs
         for _ in range(num_iterations):
             agents, actions, epsilon = self._act(agents, carry.obs)
-            obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(S * E))
-            info = {k: info[k] for k in ("terminated", "reward", "lives") if k in info}
+            obs, reward, terminated, truncated, info = self._host_step(np.asarray(actions).reshape(-1))
             agents, carry, iteration, record = self._observe(
                 agents, carry, iteration, actions, epsilon, (obs, reward, terminated, truncated, info))
             records.append(record)
@@ -323,11 +405,17 @@ def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0
     `network` (a Flax module) and `optimizer` (an optax transformation) replace the config's;
     `resumed_at` (env steps) seeds the pool for a resumed run.
     """
-    pool = envs.make_train_pool(config, resumed_at)
-    facts = envs.facts(pool)
+    mesh = seed_mesh(config.num_seeds) if config.loop == "fused" else None
+    if mesh is None:
+        pool = envs.make_train_pool(config, resumed_at)
+    else:  # one pool per device, for that device's agents
+        per_device = config.num_seeds // mesh.size
+        pool = [envs.make_train_pool(config, resumed_at, agents=range(d * per_device, (d + 1) * per_device))
+                for d in range(mesh.size)]
+    facts = envs.facts(pool[0] if isinstance(pool, list) else pool)
     network = network or make_network(config, facts.num_actions)
     replay = make_replay_for(config, facts)
-    return Loop(config, pool, make_learner(config, network, replay, optimizer), replay)
+    return Loop(config, pool, make_learner(config, network, replay, optimizer), replay, mesh)
 
 
 def agent_keys(config: Config) -> jax.Array:

@@ -117,10 +117,12 @@ def check(config: Config, host_bytes: int | None = None, device_bytes: int | Non
     return memory
 
 
-def describe(config: Config, memory: MemoryPlan) -> str:
-    """Returns the one line a run prints at its start: agents, envs, network size, replay size, backend."""
+def describe(config: Config, memory: MemoryPlan, devices: int = 1) -> str:
+    """Returns the one line a run prints at its start: agents, envs, network size, replay size,
+    backend, and the devices the agents are sharded over when there are several."""
     seeds = f"{config.num_seeds} agents × " if config.num_seeds > 1 else ""
     return (f"{config.game}: {seeds}{config.num_envs} envs, {config.torso} Q-network of "
             f"{memory.num_params:,} parameters, replay {config.replay_capacity:,} transitions "
-            f"({_gb(memory.replay)}), {config.loop} loop on {jax.default_backend()}")
+            f"({_gb(memory.replay)}), {config.loop} loop on {jax.default_backend()}"
+            + (f", agents sharded over {devices} devices" if devices > 1 else ""))
 

@@ -274,6 +274,8 @@ class Trainer:
             "steps_per_sec": trained / wall_seconds,
             "total_steps_per_sec": trained * len(self.seeds) / wall_seconds,
             "loop": self.loop.mode,
+            "devices": self.loop.num_devices,
+            "device_kind": jax.devices()[0].device_kind,
             "interrupted": self.stop_signal is not None,
             "stop_signal": self.stop_signal,
             "halted": self.halted,
@@ -314,7 +316,8 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, run_dir, network, optimizer, resume)
     built = sum(leaf.size for leaf in jax.tree.leaves(trainer.state.agents.params)) // config.num_seeds
-    trainer.progress.log(preflight.describe(config, dataclasses.replace(memory, num_params=built)))
+    trainer.progress.log(preflight.describe(config, dataclasses.replace(memory, num_params=built),
+                                            devices=trainer.loop.num_devices))
     return trainer.run()
 
 

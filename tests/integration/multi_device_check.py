@@ -1,0 +1,34 @@
+"""Run by `test_agents_sharded_over_devices_*` in a subprocess: XLA's forced CPU devices must be set
+before jax starts. Trains 8 tiny CartPole agents sharded over 4 devices twice and over one device
+once, and prints what the test checks as one JSON line."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dataclasses  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from helpers import run_loop, tiny_cartpole_config  # noqa: E402
+
+from dqn_jax import loop  # noqa: E402
+
+config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8)
+sharded_loop, state = run_loop(config, chunks=2)
+sharded = jax.device_get(state.agents.params)
+again = jax.device_get(run_loop(config, chunks=2)[1].agents.params)
+loop.seed_mesh = lambda num_seeds: None  # the same agents on one device
+single = jax.device_get(run_loop(config, chunks=2)[1].agents.params)
+leaves = list(zip(jax.tree.leaves(sharded), jax.tree.leaves(again), jax.tree.leaves(single), strict=True))
+print(json.dumps({
+    "devices": sharded_loop.num_devices, "mode": sharded_loop.mode,
+    "agents_per_device": [len(s.data) for s in state.agents.env_steps.addressable_shards],
+    "repeats_bit_for_bit": all(np.array_equal(a, b) for a, b, _ in leaves),
+    "max_abs_diff_vs_one_device": max(float(np.max(np.abs(a - c))) for a, _, c in leaves),
+    "agents_differ": not np.array_equal(*sharded["params"]["q_head"]["kernel"][:2]),
+}))
