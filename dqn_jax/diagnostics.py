@@ -277,16 +277,18 @@ def epsilon_floor_before_learning(h: History) -> Finding | None:
 def no_learning_progress(h: History) -> Finding | None:
     """Evaluation returns that never improve once learning has started.
 
-    The baseline is the last evaluation before learning started (the untrained policy), else the
-    first one after; five evaluations after learning started are needed before judging.
+    The baseline is the last evaluation before learning started: the untrained policy. Runs with
+    no evaluation before learning are not judged — their first evaluation may already be the
+    best the game allows (CartPole seed 1 scores 500 at its first, at env step 10,000).
+    Five evaluations after learning started are needed before judging.
     """
     after = h.learning(h.eval)
-    if len(after) < 5:
-        return None
     before = [r for r in h.eval if r["env_steps"] <= h.config.learning_starts]
-    baseline_row = before[-1] if before else after[0]
+    if len(after) < 5 or not before:
+        return None
+    baseline_row = before[-1]
     first = _num(baseline_row.get(EVAL_RETURN_MEAN))
-    best = max(_num(r.get(EVAL_RETURN_MEAN)) for r in after if r is not baseline_row)
+    best = max(_num(r.get(EVAL_RETURN_MEAN)) for r in after)
     if best > first + max(1.0, 0.1 * abs(first)):
         return None
     row = after[-1]

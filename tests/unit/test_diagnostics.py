@@ -143,6 +143,9 @@ def test_no_learning_progress_after_five_flat_evaluations_once_learning_started(
     flat = dataclasses.replace(HEALTHY, eval=[eval_row(1000 * i, 10.0) for i in range(1, 7)])
     assert fired(diagnostics.no_learning_progress, flat).env_steps == 6000
     assert diagnostics.no_learning_progress(dataclasses.replace(flat, eval=flat.eval[:5])) is None
+    # No evaluation before learning: nothing to compare with (a first evaluation at 500 is no failure).
+    early_best = dataclasses.replace(HEALTHY, eval=[eval_row(10_000 * i, 500.0) for i in range(1, 8)])
+    assert diagnostics.no_learning_progress(early_best) is None
 
 
 def test_no_rule_judges_learning_before_it_started():
