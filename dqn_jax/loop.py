@@ -150,7 +150,9 @@ class Loop:
 
     def _reset_obs(self) -> jax.Array:
         """Resets every pool; returns the observations [S, E, ...], sharded like the agents."""
-        obs = np.concatenate([p.reset()[0] for p in self.pools])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gymnasium's Box precision notes for CartPole
+            obs = np.concatenate([p.reset()[0] for p in self.pools])
         return self._place(jnp.asarray(_split_agents(obs, self.config.num_seeds)))
 
     def _place(self, tree):
