@@ -3,7 +3,9 @@
     python benchmarks/devices.py [--devices 4] [--seeds 8] [--game CartPole] [--out FILE]
 
 Without accelerators the devices are XLA's forced CPU devices
-(`--xla_force_host_platform_device_count`), the only multi-device setting tested so far. Each run
+(`--xla_force_host_platform_device_count`), the only multi-device setting tested so far; sharding
+is experimental (`DQN_JAX_SHARD_SEEDS=1`, set here), and on 2026-11-27 this very run hung inside
+the compiled chunk, so it has no result yet: run it with a timeout. Each run
 is `python -m dqn_jax.train --game=G --num-seeds=S` in its own process; the two are then compared
 with `python -m dqn_jax.repro compare`. Records each agent's final and best-params returns, the
 devices the summary reports and whether the runs are identical, as JSON in `benchmarks/results/`.
@@ -25,7 +27,7 @@ from dqn_jax.provenance import write_result
 
 def train(run_dir: Path, game: str, seeds: int, devices: int) -> dict:
     """Runs one training process; returns its summary and wall-clock seconds."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", DQN_JAX_SHARD_SEEDS="1")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dqn_jax.train", f"--game={game}", f"--num-seeds={seeds}",
                     f"--run-dir={run_dir}", "--no-progress"], check=True, env=env)
