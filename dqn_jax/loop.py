@@ -355,10 +355,6 @@ class Loop:
     def _host_step(self, actions: np.ndarray):
         """Steps every pool with its agents' block of `actions` [S * E]; returns EnvPool's 5-tuple
         for all of them (the info keys the loop reads)."""
-        if len(self.pools) == 1:
-            obs, reward, terminated, truncated, info = self.pool.step(actions)
-            return obs, reward, terminated, truncated, {k: info[k] for k in ("terminated", "reward", "lives")
-                                                        if k in info}
         outs = [p.step(a) for p, a in zip(self.pools, np.split(actions, len(self.pools)), strict=True)]
         obs, reward, terminated, truncated = (np.concatenate([o[i] for o in outs]) for i in range(4))
         info = {k: np.concatenate([o[4][k] for o in outs]) for k in ("terminated", "reward", "lives")
