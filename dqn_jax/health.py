@@ -115,6 +115,27 @@ def dormant_stats(intermediates) -> dict[str, jax.Array]:
     return stats
 
 
+@jax.custom_batching.custom_vmap
+def eigvalsh_one_at_a_time(matrix: jax.Array) -> jax.Array:
+    """Returns the eigenvalues [k] (ascending) of the symmetric `matrix` [k, k]; under `vmap`, one
+    matrix per LAPACK call (a `lax.map`), never one batched call.
+
+    Why: jaxlib's CPU LAPACK kernels (jax 0.10) split a batch over XLA's intra-op thread pool and
+    block until it is done; with agents sharded over several CPU devices, every pool thread ran
+    one device's program, all reached a batched `eigvalsh` at once and waited on each other for
+    ever (a deadlock in the CartPole preset with 8 seeds on 4 forced CPU devices, 2026-11-27).
+    """
+    return jnp.linalg.eigvalsh(matrix)
+
+
+@eigvalsh_one_at_a_time.def_vmap
+def _eigvalsh_vmap(axis_size, in_batched, matrices):
+    del axis_size
+    if not in_batched[0]:
+        return eigvalsh_one_at_a_time(matrices), False
+    return jax.lax.map(eigvalsh_one_at_a_time, matrices), True
+
+
 def feature_ranks(features: jax.Array) -> dict[str, jax.Array]:
     """Returns srank_δ (Kumar et al. 2021: the fewest singular values holding 1 - δ of their sum)
     and the effective rank (Roy and Vetterli 2007: exp of the entropy of the singular values
@@ -128,7 +149,7 @@ def feature_ranks(features: jax.Array) -> dict[str, jax.Array]:
     chex.assert_rank(features, 2)
     features = features.astype(jnp.float32)
     gram = features @ features.T if features.shape[0] <= features.shape[1] else features.T @ features
-    sigma = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram)[::-1], 0.0))  # descending
+    sigma = jnp.sqrt(jnp.maximum(eigvalsh_one_at_a_time(gram)[::-1], 0.0))  # descending
     total = jnp.sum(sigma)
     share = sigma / jnp.maximum(total, 1e-12)
     srank = jnp.where(total > 0, jnp.sum(jnp.cumsum(share) < 1.0 - SRANK_DELTA) + 1, 0)
