@@ -1,14 +1,15 @@
-"""Seeds sharded over several devices, end to end: the CartPole preset with 8 seeds on 4 devices, twice.
+"""Seeds sharded over several devices, end to end: the CartPole preset with 8 seeds on 4 devices,
+twice — the second time, with `--processes 2`, as 2 `jax.distributed` processes on localhost
+holding 2 devices each.
 
-    python benchmarks/devices.py [--devices 4] [--seeds 8] [--game CartPole] [--out FILE]
+    python benchmarks/devices.py [--devices 4] [--processes 1] [--seeds 8] [--game CartPole] [--out FILE]
 
 Without accelerators the devices are XLA's forced CPU devices
-(`--xla_force_host_platform_device_count`), the only multi-device setting tested so far; sharding
-is experimental (`DQN_JAX_SHARD_SEEDS=1`, set here), and on 2026-11-27 this very run hung inside
-the compiled chunk, so it has no result yet: run it with a timeout. Each run
-is `python -m dqn_jax.train --game=G --num-seeds=S` in its own process; the two are then compared
-with `python -m dqn_jax.repro compare`. Records each agent's final and best-params returns, the
-devices the summary reports and whether the runs are identical, as JSON in `benchmarks/results/`.
+(`--xla_force_host_platform_device_count`), the only multi-device setting tested here. Each run
+is `python -m dqn_jax.train --game=G --num-seeds=S`; the two are then compared with
+`python -m dqn_jax.repro compare` (same devices, same shards: they must agree bit for bit). Records
+each agent's final and best-params returns, the devices and processes the summary reports and
+whether the runs are identical, as JSON in `benchmarks/results/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,12 +27,23 @@ from pathlib import Path
 from dqn_jax.provenance import write_result
 
 
-def train(run_dir: Path, game: str, seeds: int, devices: int) -> dict:
-    """Runs one training process; returns its summary and wall-clock seconds."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", DQN_JAX_SHARD_SEEDS="1")
+def train(run_dir: Path, game: str, seeds: int, devices: int, processes: int) -> dict:
+    """Runs one training run as `processes` processes sharing `devices` devices; returns its
+    summary and wall-clock seconds."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices // processes}")
+    command = [sys.executable, "-m", "dqn_jax.train", f"--game={game}", f"--num-seeds={seeds}",
+               f"--run-dir={run_dir}", "--no-progress"]
+    if processes > 1:
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+        command += [f"--coordinator-address=localhost:{port}", f"--num-processes={processes}"]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dqn_jax.train", f"--game={game}", f"--num-seeds={seeds}",
-                    f"--run-dir={run_dir}", "--no-progress"], check=True, env=env)
+    running = [subprocess.Popen(command + ([f"--process-id={i}"] if processes > 1 else []), env=env)
+               for i in range(processes)]
+    codes = [p.wait() for p in running]
+    if any(codes):
+        raise SystemExit(f"error: a training process exited with {codes}")
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"summary": summary, "process_seconds": round(time.perf_counter() - started, 1)}
 
@@ -38,26 +51,30 @@ def train(run_dir: Path, game: str, seeds: int, devices: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=4)
+    parser.add_argument("--processes", type=int, default=1, help="processes of the second run")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--game", default="CartPole")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/devices_cartpole_cpu.json"))
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    suffix = f"_{args.processes}processes" if args.processes > 1 else ""
+    out = args.out or Path(f"benchmarks/results/devices_{args.game.lower()}_cpu{suffix}.json")
     with tempfile.TemporaryDirectory() as scratch:
-        runs = [train(Path(scratch) / name, args.game, args.seeds, args.devices) for name in ("a", "b")]
+        runs = [train(Path(scratch) / "a", args.game, args.seeds, args.devices, 1),
+                train(Path(scratch) / "b", args.game, args.seeds, args.devices, args.processes)]
         compare = subprocess.run([sys.executable, "-m", "dqn_jax.repro", "compare", str(Path(scratch) / "a"),
                                   str(Path(scratch) / "b")], capture_output=True, text=True)
-    first = runs[0]["summary"]
     result = {
         "benchmark": "devices", "game": args.game, "seeds": args.seeds, "forced_cpu_devices": args.devices,
-        "summary_devices": first["devices"], "device_kind": first["device_kind"],
-        "final_eval_return": [s["final_eval_return"] for s in first["seeds"]],
-        "best_params_return": [s["best_params_return"] for s in first["seeds"]],
+        "processes": [r["summary"].get("processes", 1) for r in runs],
+        "summary_devices": [r["summary"]["devices"] for r in runs], "device_kind": runs[0]["summary"]["device_kind"],
+        "final_eval_return": [[s["final_eval_return"] for s in r["summary"]["seeds"]] for r in runs],
+        "best_params_return": [[s["best_params_return"] for s in r["summary"]["seeds"]] for r in runs],
         "process_seconds": [r["process_seconds"] for r in runs],
         "repro_compare": compare.stdout.strip().splitlines()[-1] if compare.stdout.strip() else compare.stderr,
         "identical": compare.returncode == 0,
     }
     print(json.dumps(result, indent=1))
-    write_result(args.out, result)
+    write_result(out, result)
     return 0
 
 

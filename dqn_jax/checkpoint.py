@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from dqn_jax import distributed
 from dqn_jax.metrics import write_json_atomic
 
 MANIFEST = "dqn_jax_manifest.json"  # size and CRC-32 of every file, written after orbax commits
@@ -60,7 +61,9 @@ class StateCheckpoints:
             state=ocp.args.StandardSave(agents, save_args=save_args), meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
         step_dir = self.directory / str(env_steps)
-        write_manifest(step_dir)
+        if distributed.is_main():  # each process wrote its shards; orbax's commit was process 0's
+            write_manifest(step_dir)
+        distributed.barrier(f"checkpoint {env_steps}")
         return step_dir
 
     def close(self) -> None:

@@ -14,7 +14,6 @@ The "learn now?" branch depends only on the shared iteration counter, so it stay
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -28,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
-from dqn_jax.config import Config
+from dqn_jax.config import Config, ConfigError
 from dqn_jax.fingerprint import tree_hash
 from dqn_jax.learner import AgentState, Learner, make_learner
 from dqn_jax.networks import make_network
@@ -38,20 +37,19 @@ from dqn_jax.replay import Replay, end_in_flight, frame_of, make_replay
 SEED_AXIS = "seeds"  # the mesh axis agents are sharded over
 
 
-SHARD_SEEDS_ENV = "DQN_JAX_SHARD_SEEDS"  # experimental: "1" shards agents over the devices
-
-
 def seed_mesh(num_seeds: int) -> Mesh | None:
     """Returns a 1-D mesh over the most devices that divide `num_seeds` evenly (every device then
-    holds the same number of agents), or None when that is one device.
+    holds the same number of agents), or None when that is one device. With several processes
+    (`distributed.py`) it spans every process's devices, in process order.
 
-    Experimental, off unless `DQN_JAX_SHARD_SEEDS=1`: on 4 forced CPU devices the tiny test
-    configuration runs and repeats, but the CartPole preset with 8 seeds hung inside the compiled
-    chunk (every device waiting; 2026-11-27, not yet understood).
+    Raises:
+      ConfigError: several processes, and `num_seeds` is not a multiple of their devices (a
+        process without agents would have nothing to step).
     """
-    if os.environ.get(SHARD_SEEDS_ENV) != "1":
-        return None
-    devices = jax.devices()
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if jax.process_count() > 1 and num_seeds % len(devices):
+        raise ConfigError(f"num_seeds ({num_seeds}) must be a multiple of the {len(devices)} devices of the "
+                          f"{jax.process_count()} processes, so that every device trains the same number of agents")
     count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     return None if count == 1 else Mesh(np.array(devices[:count]), (SEED_AXIS,))
 
@@ -164,19 +162,40 @@ class Loop:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gymnasium's Box precision notes for CartPole
             obs = np.concatenate([p.reset()[0] for p in self.pools])
-        return self._place(jnp.asarray(_split_agents(obs, self.config.num_seeds)))
+        return self._place_local(obs.reshape(-1, self.config.num_envs, *obs.shape[1:]))
+
+    @property
+    def _seed_sharding(self) -> NamedSharding | None:
+        return None if self.mesh is None else NamedSharding(self.mesh, P(SEED_AXIS))
 
     def _place(self, tree):
-        """Returns `tree` (leading [S] axis) sharded over the mesh's devices, or as it is without one."""
-        return tree if self.mesh is None else jax.device_put(tree, NamedSharding(self.mesh, P(SEED_AXIS)))
+        """Returns `tree` (leading [S] axis, the same value in every process) sharded over the
+        mesh's devices, or as it is without one."""
+        sharding = self._seed_sharding
+        if sharding is None:
+            return tree
+
+        def place(x):
+            if isinstance(x, jax.Array) and x.sharding == sharding:
+                return x
+            # Across processes only host values can be placed: each process keeps its shards.
+            return jax.device_put(np.asarray(x) if jax.process_count() > 1 else x, sharding)
+
+        return jax.tree.map(place, tree)
+
+    def _place_local(self, local: np.ndarray) -> jax.Array:
+        """Returns the agents' array [S, ...] from this process's block of it (its devices' agents,
+        all S without several processes)."""
+        if self.mesh is None:
+            return jnp.asarray(local)
+        return jax.make_array_from_process_local_data(self._seed_sharding, local)
 
     def init(self, keys: jax.Array) -> LoopState:
         """Returns the initial state: fresh agents (one per key in `keys` [S]) and reset envs."""
         obs = self._reset_obs()
         # Jitted so the replay's zeros are allocated once at [S, ...] (on each agent's device), not
         # built then broadcast (2x peak).
-        shardings = None if self.mesh is None else NamedSharding(self.mesh, P(SEED_AXIS))
-        agents = jax.jit(jax.vmap(self.learner.init), out_shardings=shardings)(self._place(keys), obs)
+        agents = jax.jit(jax.vmap(self.learner.init), out_shardings=self._seed_sharding)(self._place(keys), obs)
         return LoopState(agents, self.initial_carry(obs), jnp.zeros((), jnp.int32), self._handle())
 
     def resume(self, agents: AgentState, iteration: int) -> LoopState:
@@ -187,10 +206,14 @@ class Loop:
         return LoopState(agents, self.initial_carry(obs), jnp.asarray(iteration, jnp.int32), self._handle())
 
     def abstract_agents(self, keys: jax.Array) -> AgentState:
-        """Returns the shapes and dtypes of the agents `init` would build (nothing allocated)."""
+        """Returns the shapes and dtypes of the agents `init` would build (nothing allocated), with
+        their sharding over the mesh when there is one (a restore then places each shard)."""
         facts = envs.facts(self.pool)
         obs = jax.ShapeDtypeStruct((self.config.num_seeds, self.config.num_envs, *facts.obs_shape), facts.obs_dtype)
-        return jax.eval_shape(jax.vmap(self.learner.init), keys, obs)
+        shapes = jax.eval_shape(jax.vmap(self.learner.init), keys, obs)
+        if self.mesh is None:
+            return shapes
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._seed_sharding), shapes)
 
     def initial_carry(self, obs: jax.Array) -> EnvCarry:
         """Returns the env bookkeeping for freshly reset envs with observations `obs` [S, E, ...]."""
@@ -207,7 +230,7 @@ class Loop:
             return None
         if self.mesh is None:
             return self._xla[0][0]
-        return self._place(jnp.stack([jnp.asarray(x[0]) for x in self._xla]))
+        return self._place_local(np.stack([np.asarray(x[0]) for x in self._xla]))
 
     # --- one iteration, in two halves around the env step ----------------------------------
     def _act_fn(self, agents: AgentState, obs: jax.Array):
@@ -326,11 +349,12 @@ class Loop:
         steps its own pool. EnvPool's XLA step is bound to one pool when traced (the handle operand
         does not select it), so each device picks its pool's step by its index on the mesh; only
         the records leave the devices."""
-        steps = [x[3] for x in self._xla]
+        steps = [x[3] for x in self._xla]  # this process's pools, for its devices in mesh order
+        first_local = self._first_local_device()
         flat_records: dict = {}
 
         def env_step(handle, actions):
-            return jax.lax.switch(jax.lax.axis_index(SEED_AXIS), steps, handle, actions)
+            return jax.lax.switch(jax.lax.axis_index(SEED_AXIS) - first_local, steps, handle, actions)
 
         def local(state: LoopState):
             new, records = self._scan(state._replace(handle=state.handle[0]), num_iterations, env_step)
@@ -347,6 +371,12 @@ class Loop:
                                      check_vma=False)(state)
         records = jax.tree.map(lambda x, shared: x[:, 0] if shared else x, records, flat_records["shared"])
         return new, records
+
+    def _first_local_device(self) -> int:
+        """Returns the mesh position of this process's first device (its devices are contiguous)."""
+        local = [i for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
+        assert local == list(range(local[0], local[0] + len(local))), "a process's devices must be contiguous"
+        return local[0]
 
     # --- host: EnvPool stepped from Python ---------------------------------------------------
     def _observe_fn(self, agents, carry, iteration, actions, epsilon, step_out):
@@ -397,6 +427,9 @@ class Loop:
 
     def _fall_back_to_host(self, what: str, err: Exception) -> None:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if jax.process_count() > 1:
+            raise ConfigError(f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: "
+                              f"{reason}), and several processes need the fused loop")
         warnings.warn(f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: {reason}); "
                       "training with --loop=host instead (same results, slower)", FusedLoopUnavailable, stacklevel=3)
         self.mode = "host"
@@ -414,13 +447,15 @@ def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0
     `network` (a Flax module) and `optimizer` (an optax transformation) replace the config's;
     `resumed_at` (env steps) seeds the pool for a resumed run.
     """
+    if config.loop == "host" and jax.process_count() > 1:
+        raise ConfigError("loop = 'host' runs in one process: several processes need the fused loop (--loop=fused)")
     mesh = seed_mesh(config.num_seeds) if config.loop == "fused" else None
     if mesh is None:
         pool = envs.make_train_pool(config, resumed_at)
-    else:  # one pool per device, for that device's agents
+    else:  # one pool per device of this process, for that device's agents
         per_device = config.num_seeds // mesh.size
         pool = [envs.make_train_pool(config, resumed_at, agents=range(d * per_device, (d + 1) * per_device))
-                for d in range(mesh.size)]
+                for d, device in enumerate(mesh.devices.flat) if device.process_index == jax.process_index()]
     facts = envs.facts(pool[0] if isinstance(pool, list) else pool)
     network = network or make_network(config, facts.num_actions)
     replay = make_replay_for(config, facts)

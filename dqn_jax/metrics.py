@@ -67,6 +67,16 @@ class RunWriter:
             self._tb.close()
 
 
+class NoWriter:
+    """A `RunWriter` that writes nothing: the other processes of a multi-process run (process 0 writes the rows)."""
+
+    def write(self, row: dict) -> None:
+        """Drops the row."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def write_json_atomic(path: Path, value) -> None:
     """Writes JSON to `path` through a temporary file and a rename, so readers never see half."""
     path = Path(path)

@@ -9,9 +9,12 @@ import threading
 class Progress:
     """A rich progress bar showing env steps, steps/s, ε and the last evaluation return."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, silent: bool = False):
+        """`enabled`: show the bar; `silent`: print nothing at all (the other processes of a
+        multi-process run, whose lines process 0 already prints)."""
         self.bar = None
-        if enabled:
+        self.silent = silent
+        if enabled and not silent:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
             from rich.progress import Progress as RichProgress
@@ -32,6 +35,8 @@ class Progress:
 
     def log(self, message: str) -> None:
         """Prints a line above the bar (or to stdout without one)."""
+        if self.silent:
+            return
         if self.bar is not None:
             self.bar.console.log(message)
         else:

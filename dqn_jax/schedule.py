@@ -14,8 +14,7 @@ import math
 import time
 from typing import Iterator, NamedTuple
 
-import jax
-
+from dqn_jax import distributed
 from dqn_jax.config import Config
 
 
@@ -72,6 +71,6 @@ def run_chunks(loop, state, schedule: ChunkSchedule, start_iteration: int = 0) -
         end = schedule.next_end(iteration)
         started = time.perf_counter()
         state, records = loop.run_chunk(state, end - iteration)
-        records = jax.device_get(records)  # blocks: the time below is the chunk's
+        records = distributed.to_host(records)  # blocks: the time below is the chunk's
         yield Chunk(state, records, iteration, end, time.perf_counter() - started)
         iteration = end

@@ -6,17 +6,27 @@ the games that finished, resumes those that were interrupted (from their newest 
 starts the rest, so a sweep cut short by a cluster's time limit is continued by re-submitting it.
 `python -m dqn_jax.report SWEEP_DIR` then scores it. Exit status: 0 when every game finished,
 1 when one failed (the others still ran), 2 for a bad command line.
+
+Several processes share a sweep in one of two ways:
+- `--share=I/N`: process I (0-based) of N trains every N-th game from game I, each game in one
+  process. Under SLURM with several tasks and no `--share`, the task's `SLURM_PROCID` and
+  `SLURM_NTASKS` are the share; for a job array pass
+  `--share=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`.
+- the process-group flags of `python -m dqn_jax.train` (`--distributed`, or
+  `--coordinator-address=... --num-processes=N --process-id=I`): all N processes train every
+  game together, its seeds spread over all their devices.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from dqn_jax import checkpoint, games
+from dqn_jax import checkpoint, distributed, games
 from dqn_jax.config import ConfigError
 from dqn_jax.metrics import SUMMARY_FILE
 from dqn_jax.train import main as train_main
@@ -79,6 +89,25 @@ def _total_steps(flags: Sequence[str]) -> int | None:
     return None
 
 
+def parse_share(spec: str | None, environ=os.environ) -> tuple[int, int]:
+    """Returns `(index, count)` of this process's share of the games: `--share=I/N`, else SLURM's
+    task id and task count when the job has several tasks, else `(0, 1)`.
+
+    Raises:
+      ConfigError: a share that is not `I/N` with 0 <= I < N.
+    """
+    if spec is None:
+        tasks = int(environ.get("SLURM_NTASKS", "1") or 1)
+        return (int(environ.get("SLURM_PROCID", "0") or 0), tasks) if tasks > 1 else (0, 1)
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ConfigError(f"--share={spec}: expected I/N with 0 <= I < N (process I of N takes every N-th game)")
+    return index, count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.sweep", description=__doc__.split("\n\n")[0],
@@ -86,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--games", required=True, help="comma-separated games and sets (atari5, atari57)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep directory (one run directory per game)")
     parser.add_argument("--num-seeds", type=int, default=5, help="seeds per game, trained together (default 5)")
+    parser.add_argument("--share", default=None,
+                        help="I/N: this process trains games I, I+N, I+2N, ... (default: SLURM's task, else all)")
     args, flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     bad = [f for f in flags if f.split("=")[0] in ("--game", "--run-dir", "--resume")]
     try:
@@ -94,16 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "under --out); leave it out")
         chosen = resolve_games(args.games)
         total = _total_steps(flags)
+        group, _ = distributed.split_flags(flags)
+        if group is not None and args.share is not None:
+            raise ConfigError("--share splits the games between processes, the process-group flags train each "
+                              "game with all of them: pass one or the other")
+        share_index, share_count = (0, 1) if group is not None else parse_share(args.share)
+        if group is not None:
+            distributed.initialize(group)  # once, for every game's run (train's own call is then a no-op)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    say = print if group is None or distributed.is_main() else (lambda *a, **k: None)
     failed = []
-    for index, game in enumerate(chosen, start=1):
+    mine = [(index, game) for index, game in enumerate(chosen, start=1) if (index - 1) % share_count == share_index]
+    share = f", share {share_index}/{share_count}" if share_count > 1 else ""
+    for done_before, (index, game) in enumerate(mine):
         run_dir = args.out / game
         state = state_of(run_dir, total)
-        print(f"sweep: game {index}/{len(chosen)} {game}: "
-              + {"done": "finished, skipped", "resume": "resuming", "new": "starting"}[state], flush=True)
+        say(f"sweep: {game} (game {index} of {len(chosen)}{share}; {done_before - len(failed)}/{len(mine)} done): "
+            + {"done": "finished, skipped", "resume": "resuming", "new": "starting"}[state], flush=True)
         if state == "done":
             continue
         if state == "resume":
@@ -114,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2  # a bad training flag: every game would refuse it
         if code != 0 or state_of(run_dir, total) != "done":
             failed.append(game)
-    done = len(chosen) - len(failed)
-    print(f"sweep: {done}/{len(chosen)} games finished in {args.out}"
+    done = len(mine) - len(failed)
+    say(f"sweep: {done}/{len(mine)} games finished in {args.out}{share}"
           + (f"; not finished: {', '.join(failed)} (run the same command again to resume)" if failed else "")
           + f". Scores: python -m dqn_jax.report {args.out}")
     return 1 if failed else 0

@@ -24,7 +24,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from dqn_jax import checkpoint, envs, preflight, presets
+from dqn_jax import checkpoint, distributed, envs, preflight, presets
 from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.cli import one_line_warnings, parse_command
@@ -32,7 +32,7 @@ from dqn_jax.config import Config, ConfigError
 from dqn_jax.diagnostics import Finding, History, across_seeds, diagnose
 from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, load_params, write_video
 from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, RunWriter, read_metrics, write_json_atomic
+from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, NoWriter, RunWriter, read_metrics, write_json_atomic
 from dqn_jax.progress import Progress, Remaining, StopRequests
 from dqn_jax.records import chunk_rows, eval_rows
 from dqn_jax.schedule import Chunk, ChunkSchedule, run_chunks
@@ -57,6 +57,7 @@ class Trainer:
         """
         self.started = time.perf_counter()  # building pools and restoring count as the run's time
         self.config, self.run_dir = config, run_dir
+        self.main = distributed.is_main()  # the process that writes rows, summary and messages
         self.seeds = [envs.agent_seed(config, s) for s in range(config.num_seeds)]
         self.resumed_at = checkpoint.require_latest_step(run_dir) if resume else None
         self.loop = build_loop(config, network, optimizer, resumed_at=self.resumed_at or 0)
@@ -70,11 +71,12 @@ class Trainer:
             self.book = Bookkeeping.fresh(config.num_seeds, config.num_envs)
             self.state = self.loop.init(agent_keys(config))
             self.history = []
-        (run_dir / CONFIG_FILE).write_text(presets.to_toml(config), encoding="utf-8")
+        if self.main:
+            (run_dir / CONFIG_FILE).write_text(presets.to_toml(config), encoding="utf-8")
         self.evaluator = Evaluator(config, self.loop.learner.network)
         self.checkpoints = checkpoint.StateCheckpoints(run_dir, keep=config.keep_checkpoints)
-        self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1)
-        self.progress = Progress(config.total_steps, config.progress)
+        self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1) if self.main else NoWriter()
+        self.progress = Progress(config.total_steps, config.progress, silent=not self.main)
         self.remaining = Remaining(config.total_steps, config.learning_starts)
         self.warned_cpu_duration = False
         self.halted: str | None = None  # the rule (or `non_finite_loss`) that stopped the run
@@ -101,8 +103,11 @@ class Trainer:
                     if schedule.crossed(self.config.checkpoint_every, max(self.book.checkpointed_at, 0),
                                         self.book.env_steps):
                         self.save_checkpoint()
-                    if stop.signal_name or self.out_of_time(chunk.seconds):
-                        self.stop_signal = stop.signal_name or "time_limit_minutes"
+                    out_of_time = self.out_of_time(chunk.seconds)
+                    # Every process leaves at the same chunk, whichever of them was signalled.
+                    if distributed.any_process(bool(stop.signal_name) or out_of_time):
+                        self.stop_signal = stop.signal_name or (
+                            "time_limit_minutes" if out_of_time else "a stop signal to another process")
                         break
                 if self.halted is None:
                     self.finish()
@@ -183,8 +188,10 @@ class Trainer:
     def evaluate(self) -> None:
         """Plays the evaluation games, writes `eval` rows, and saves each agent's params at a new best."""
         config, env_steps = self.config, self.book.env_steps
-        result = self.evaluator.run(self.state.agents.params, env_steps,
-                                    record_agent=0 if config.record_video else None)
+        # Every process plays every agent's games (the same games: they all need the returns to
+        # decide alike), from the params gathered off all processes' devices.
+        params = self.state.agents.params if jax.process_count() == 1 else distributed.to_host(self.state.agents.params)
+        result = self.evaluator.run(params, env_steps, record_agent=0 if config.record_video and self.main else None)
         improved = self.book.record_evaluation(result.returns, config.eval_return_window)
         wall_seconds = self.wall_seconds()
         self.reached_target = self.book.reach_target(config.target_return, wall_seconds)
@@ -193,9 +200,9 @@ class Trainer:
                              reward_unit=abs(config.reward_scale) or 1.0):
             self.writer.write(row)
             self.history.append(row)
-        for s in np.flatnonzero(improved):
-            params = jax.tree.map(lambda x, s=s: x[s], self.state.agents.params)
-            checkpoint.save_best_params(self.run_dir, self.seeds[s], params, self.book.best[s], env_steps)
+        for s in np.flatnonzero(improved):  # every process saves (orbax's saves are collective), process 0 writes
+            best = jax.tree.map(lambda x, s=s: x[s], params)
+            checkpoint.save_best_params(self.run_dir, self.seeds[s], best, self.book.best[s], env_steps)
             if s == 0 and result.frames:
                 write_video(result.frames, self.run_dir / "best_eval")
         last = self.book.last_eval
@@ -275,6 +282,7 @@ class Trainer:
             "total_steps_per_sec": trained * len(self.seeds) / wall_seconds,
             "loop": self.loop.mode,
             "devices": self.loop.num_devices,
+            "processes": jax.process_count(),
             "device_kind": jax.devices()[0].device_kind,
             "interrupted": self.stop_signal is not None,
             "stop_signal": self.stop_signal,
@@ -290,7 +298,8 @@ class Trainer:
                        else self.best_params_returns[s],
                        "target_reached": book.target_reached[s]} for s, seed in enumerate(self.seeds)],
         }
-        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        if self.main:
+            write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
 
@@ -318,7 +327,9 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     built = sum(leaf.size for leaf in jax.tree.leaves(trainer.state.agents.params)) // config.num_seeds
     trainer.progress.log(preflight.describe(config, dataclasses.replace(memory, num_params=built),
                                             devices=trainer.loop.num_devices))
-    return trainer.run()
+    summary = trainer.run()
+    distributed.barrier("summary written")  # the other processes read it next (a sweep's `state_of`)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,7 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's INFO/WARNING chatter
     one_line_warnings()
     try:
+        group, argv = distributed.split_flags(argv)
         config, resume_dir = parse_command(argv)
+        if group is not None:
+            distributed.initialize(group)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -345,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if summary["halted"]:
         return 1
+    if not distributed.is_main():
+        return 0
     print(f"final eval return {summary['final_eval_return']}, best {summary['best_eval_return']}, "
           f"{summary['env_steps']:,} env steps in {summary['wall_seconds']:.1f} s "
           f"({summary['steps_per_sec']:,.0f} steps/s, {summary['loop']} loop)")

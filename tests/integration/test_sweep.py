@@ -41,3 +41,28 @@ def test_game_sets_and_bad_sweeps(tmp_path, capsys):
     assert sweep.main(["--games=,", f"--out={tmp_path}"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: --run-dir is set by the sweep") and err[1].startswith("error: --games=',' names")
+
+
+ATARI_FLAGS = ["--total-steps=800", "--num-envs=4", "--train-every=4", "--chunk-steps=400", "--learning-starts=400",
+               "--batch-size=32", "--replay-capacity=2000", "--eval-every=800", "--eval-episodes=1",
+               "--final-eval-episodes=1", "--max-episode-steps=200", "--no-progress"]
+
+
+def test_atari_sweep_shared_by_two_processes_then_report(tmp_path, capsys):
+    """Pong and Breakout × 2 seeds, the games split by `--share` (each process one game), then
+    human-normalized scores from both run directories."""
+    out = tmp_path / "sweep"
+    for share in ("0/2", "1/2"):
+        assert sweep.main(["--games=Pong,Breakout", "--num-seeds=2", f"--out={out}", f"--share={share}",
+                           *ATARI_FLAGS]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep: Pong (game 1 of 2, share 0/2; 0/1 done): starting" in printed
+    assert "sweep: Breakout (game 2 of 2, share 1/2; 0/1 done): starting" in printed
+    assert report_main([str(out), "--reps=200"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["aggregated_over"] == "human_normalized" and sorted(report["games"]) == ["Breakout", "Pong"]
+    assert report["runs_per_game"] == 2
+    for name in ("mean", "median", "iqm", "optimality_gap"):
+        value = report["aggregates"][name]
+        assert value["ci_low"] <= value["estimate"] <= value["ci_high"]
+

@@ -1,0 +1,76 @@
+"""Several processes training one run with `jax.distributed` on localhost (CPU devices)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import TINY_FLAGS
+
+from dqn_jax.metrics import read_metrics
+from dqn_jax.repro import compare_runs
+
+FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def train(run_dir: Path, *flags: str, processes: int = 1, devices_each: int = 4) -> list[subprocess.CompletedProcess]:
+    """Runs `python -m dqn_jax.train` as `processes` processes of one group, each with
+    `devices_each` forced CPU devices; returns them once all have exited."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    group = []
+    if processes > 1:
+        group = [f"--coordinator-address=localhost:{free_port()}", f"--num-processes={processes}"]
+    command = [sys.executable, "-m", "dqn_jax.train", *flags]
+    running = [subprocess.Popen([*command, *group, *([f"--process-id={i}"] if group else [])], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    done = []
+    for process in running:
+        stdout, stderr = process.communicate(timeout=400)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return done
+
+
+def test_two_processes_train_one_run_like_one_process_and_resume_it(tmp_path):
+    """8 agents over 2 processes × 2 CPU devices: process 0 writes every seed's rows, the agents
+    are bit for bit those of one process with 4 devices, and `--resume` continues the run."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    runs = train(two, *FLAGS, "--total-steps=1200", f"--run-dir={two}", processes=2, devices_each=2)
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert runs[1].stdout.count("eval return") == 0  # only process 0 prints
+    summary = json.loads((two / "summary.json").read_text())
+    assert (summary["processes"], summary["devices"], summary["env_steps"]) == (2, 4, 1200)
+    train_rows = read_metrics(two, "train")
+    assert sorted({r["seed"] for r in train_rows}) == list(range(8))
+    assert len(train_rows) == 8 * 3  # one row per seed per chunk, written once
+
+    assert [r.returncode for r in train(one, *FLAGS, "--total-steps=1200", f"--run-dir={one}")] == [0]
+    lines: list[str] = []
+    assert compare_runs(two, one, out=lines.append), lines
+    assert lines[-1].startswith("identical")
+
+    resumed = train(two, f"--resume={two}", "--total-steps=1600", processes=2, devices_each=2)
+    assert [r.returncode for r in resumed] == [0, 0], resumed[0].stderr[-2000:]
+    summary = json.loads((two / "summary.json").read_text())
+    assert (summary["resumed_from"], summary["env_steps"], summary["processes"]) == (1200, 1600, 2)
+    assert sorted({r["seed"] for r in read_metrics(two, "train") if r["env_steps"] > 1200}) == list(range(8))
+
+
+def test_bad_process_group_flags_get_one_error_line(tmp_path):
+    env = dict(os.environ)
+    for flags, start in ((["--num-processes=2"], "error: --coordinator-address, --num-processes and --process-id go"),
+                         (["--coordinator-address=localhost:1", "--num-processes=2", "--process-id=2"],
+                          "error: --process-id=2 must be in 0..1")):
+        done = subprocess.run([sys.executable, "-m", "dqn_jax.train", *TINY_FLAGS, *flags, f"--run-dir={tmp_path}"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and done.stderr.startswith(start), done.stderr
+        assert len(done.stderr.splitlines()) == 1

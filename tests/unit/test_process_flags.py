@@ -1,0 +1,38 @@
+"""Splitting work between processes: the sweep's shares and train's process-group flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from dqn_jax import sweep
+from dqn_jax.config import ConfigError
+from dqn_jax.distributed import ProcessGroup, split_flags
+
+
+def test_sweep_shares_from_the_flag_or_slurm():
+    assert sweep.parse_share("1/3", environ={}) == (1, 3)
+    assert sweep.parse_share(None, environ={}) == (0, 1)
+    assert sweep.parse_share(None, environ={"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}) == (2, 4)
+    assert sweep.parse_share(None, environ={"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == (0, 1)
+    for bad in ("3/3", "x", "1/0", "-1/2", "1/2/3"):
+        with pytest.raises(ConfigError, match="expected I/N"):
+            sweep.parse_share(bad, environ={})
+
+
+def test_process_group_flags_are_split_from_the_run_flags():
+    flags = ["--game=Pong", "--coordinator-address=10.0.0.1:1234", "--num-processes=4", "--process-id=3",
+             "--seed=2"]
+    assert split_flags(flags) == (ProcessGroup("10.0.0.1:1234", 4, 3), ["--game=Pong", "--seed=2"])
+    assert split_flags(["--distributed", "--seed=2"]) == (ProcessGroup(), ["--seed=2"])
+    assert split_flags(["--seed=2"]) == (None, ["--seed=2"])
+    with pytest.raises(ConfigError, match="go together"):
+        split_flags(["--num-processes=2", "--process-id=0"])
+    with pytest.raises(ConfigError, match="must be in 0..1"):
+        split_flags(["--coordinator-address=h:1", "--num-processes=2", "--process-id=2"])
+    with pytest.raises(ConfigError, match="whole numbers"):
+        split_flags(["--coordinator-address=h:1", "--num-processes=two", "--process-id=0"])
+
+
+def test_a_sweep_refuses_shares_together_with_a_process_group(tmp_path, capsys):
+    assert sweep.main(["--games=CartPole", f"--out={tmp_path}", "--share=0/2", "--distributed"]) == 2
+    assert capsys.readouterr().err.startswith("error: --share splits the games between processes")
