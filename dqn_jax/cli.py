@@ -20,7 +20,9 @@ from dqn_jax.metrics import CONFIG_FILE
 
 DEFAULT_GAME = games.CARTPOLE  # `python -m dqn_jax.train` alone trains the fast sanity problem
 PROG = "python -m dqn_jax.train"
-DESCRIPTION = "Train DQN on an EnvPool game and write a run directory."
+DESCRIPTION = ("Train DQN on an EnvPool game and write a run directory. Several processes training one run "
+               "add --coordinator-address=HOST:PORT --num-processes=N --process-id=I, or --distributed to read "
+               "them from the cluster (README: Many devices and machines).")
 
 
 def one_line_warnings() -> None:

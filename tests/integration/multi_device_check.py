@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-os.environ["DQN_JAX_SHARD_SEEDS"] = "1"  # experimental, off by default (loop.seed_mesh)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dataclasses  # noqa: E402

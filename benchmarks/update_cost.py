@@ -1,0 +1,156 @@
+"""What one update costs beyond its network maths: the project's update against the bare update.
+
+    python benchmarks/update_cost.py [--game Pong] [--batch-sizes 32 96] [--updates 20] [--seconds 10] [--out FILE]
+
+Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
+timed over at least `--seconds` (the fastest of three timings is kept: a shared machine only ever
+slows a call down). Rows, in ms per update of one agent:
+- `bare_update`: the network maths and Adam alone — online forward on the batch, target forward
+  on the next observations, the TD error and Huber loss, their gradient, Adam — on batches
+  prepared beforehand (a different one at every update, so XLA cannot hoist work out of the loop);
+- `update`: the project's `learner.update` (health statistics off, as in 9 of 10 updates), vmapped
+  over one agent as the loop runs it: sampling from a filled replay, stacks rebuilt, n-step
+  returns, target copy, metrics and the batch hash included;
+- `update_with_health`: the same with the health statistics (one update in `health_every`).
+`overhead` is update / bare_update - 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dqn_jax import games, presets
+from dqn_jax.config import validate
+from dqn_jax.learner import td_error, td_loss
+from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.provenance import write_result
+from dqn_jax.replay import fill_with_random_steps
+
+
+def fastest_ms_per_update(step, carry, updates: int, seconds: float) -> float:
+    """Returns the fastest of three timings of `carry = step(carry)` (each at least `seconds` / 3),
+    in ms per update; `step` runs `updates` updates and blocks."""
+    carry = step(carry)  # compile
+    best = float("inf")
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while calls < 2 or time.perf_counter() - start < seconds / 3:
+            carry = step(carry)
+            calls += 1
+        best = min(best, (time.perf_counter() - start) / (calls * updates))
+    return best * 1e3
+
+
+def bare_update_fn(config, network, optimizer):
+    """Returns `update(params, target_params, opt_state, batch) -> (params, opt_state, loss)`:
+    the network maths and Adam of one DQN update, nothing else."""
+    double, loss_kind = config.double_dqn, config.loss
+
+    def loss_fn(params, target_params, obs_tm1, action, reward, discount, obs_t):
+        q_tm1 = network.apply(params, obs_tm1)
+        q_t_target = network.apply(target_params, obs_t)
+        q_t_selector = jax.lax.stop_gradient(network.apply(params, obs_t)) if double else q_t_target
+        errors = jax.vmap(td_error)(q_tm1, action, reward, discount, q_t_target, q_t_selector)
+        return jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
+
+    def update(params, target_params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, target_params, *batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return update
+
+
+def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 0):
+    """Returns `count` batches (obs_tm1, action, reward, discount, obs_t), each with a leading [count] axis."""
+    rng = np.random.default_rng(seed)
+    shape = (count, config.batch_size, *obs_shape)
+    return (jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)),
+            jnp.asarray(rng.integers(0, num_actions, (count, config.batch_size), dtype=np.int32)),
+            jnp.asarray(rng.standard_normal((count, config.batch_size)).astype(np.float32)),
+            jnp.full((count, config.batch_size), config.gamma, jnp.float32),
+            jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)))
+
+
+def measure(config, updates: int, seconds: float) -> dict:
+    """Returns the rows' ms per update for one config (one agent)."""
+    loop = build_loop(config)
+    agents = loop.init(agent_keys(config)).agents
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    fill = jax.jit(jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, 4 * config.batch_size,
+                                                                      key, num_actions=2)))
+    agents = agents.replace(replay=fill(agents.replay, keys))
+    obs_shape = agents.replay.frames.shape[3:]
+    obs_shape = (config.frame_stack, *obs_shape) if config.frame_stack > 1 else obs_shape
+    network, optimizer = loop.learner.network, loop.learner.optimizer
+    bare = bare_update_fn(config, network, optimizer)
+    batches = random_batches(config, obs_shape, 2, updates)
+    params = jax.tree.map(lambda x: x[0], agents.params)
+
+    @jax.jit
+    def bare_scan(carry, batches):
+        def body(carry, batch):
+            params, target_params, opt_state = carry
+            params, opt_state, _ = bare(params, target_params, opt_state, batch)
+            return (params, target_params, opt_state), None
+
+        return jax.lax.scan(body, carry, batches)[0]
+
+    rows = {"bare_update": fastest_ms_per_update(
+        lambda carry: jax.block_until_ready(bare_scan(carry, batches)),
+        (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates, seconds)}
+    for name, with_health in (("update", False), ("update_with_health", True)):
+        update = jax.vmap(functools.partial(loop.learner.update, with_health=with_health))
+
+        @functools.partial(jax.jit, static_argnums=2)
+        def update_scan(learner_part, replay, update):
+            def body(part, _):
+                new, metrics = update(part.replace(replay=replay))
+                return new.replace(replay=None), metrics["loss"]
+
+            return jax.lax.scan(body, learner_part, None, length=updates)[0]
+
+        step = lambda part, u=update: jax.block_until_ready(update_scan(part, agents.replay, u))  # noqa: E731
+        rows[name] = fastest_ms_per_update(step, agents.replace(replay=None), updates, seconds)
+    rows = {k: round(v, 2) for k, v in rows.items()}
+    rows["overhead"] = round(rows["update"] / rows["bare_update"] - 1, 3)
+    rows["overhead_with_health"] = round(rows["update_with_health"] / rows["bare_update"] - 1, 3)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--game", default="Pong")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 96])
+    parser.add_argument("--updates", type=int, default=20, help="updates per compiled call")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    game = games.canonical_game(args.game)
+    results = []
+    for batch_size in args.batch_sizes:
+        config = validate(dataclasses.replace(
+            presets.preset(game), batch_size=batch_size, replay_capacity=20_000, learning_starts=batch_size * 4,
+            progress=False))
+        row = {"batch_size": batch_size, "torso": config.torso, "double_dqn": config.double_dqn,
+               **measure(config, args.updates, args.seconds)}
+        print(row, flush=True)
+        results.append(row)
+    name = f"update_cost_{game.lower()}_{jax.default_backend()}.json"
+    out = args.out or str(Path(__file__).parent / "results" / name)
+    write_result(out, {"benchmark": "update_cost", "game": game, "updates_per_call": args.updates,
+                       "unit": "ms per update of one agent", "rows": results})
+    return 0
+
+
+if __name__ == "__main__":
+    main()
