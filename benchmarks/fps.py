@@ -1,6 +1,6 @@
 """Frames per second against the ceilings measured in the same run.
 
-    python benchmarks/fps.py --game=Pong [--quick] [--seeds 1 2 4 8] [--out FILE]
+    python benchmarks/fps.py --game=Pong [--quick] [--seeds 1 2 4 8] [--batch-size B] [--out FILE]
 
 For each number of seeds S (agents trained in one program) it measures:
 - `env_only`: the S*E-env EnvPool pool stepped from Python with random actions;
@@ -8,11 +8,16 @@ For each number of seeds S (agents trained in one program) it measures:
   replay filled with random frames (updates/s, and the env steps/s they would sustain at the
   preset's `train_every`);
 - `act_fused`: the fused loop before learning starts (acting, env stepping, replay writes);
+- `bare_update`: the network maths and Adam alone (`update_cost.bare_update_fn`), vmapped the
+  same way, in a compiled scan on fresh random batches: the floor under `learner_only`
+  (`learner_over_bare` = its ms per update / the bare update's);
 - `train_fused` (and `train_host` for S = 1): training at the preset's replay ratio.
-Training rows carry `fraction_of_bound` = measured / min(env_only, learner_only * train_every) for
-the same S. Rates count env steps of all agents together; frames = env steps * frame skip.
-The replay is shrunk to `--replay` transitions per agent (its size does not change the work per
-step; 8 full Atari replays would need 56 GB).
+Training rows carry `fraction_of_bound` = measured / min(env_only, the faster learner ceiling ×
+train_every) for the same S; `train_fused` also carries `ms_per_update_in_loop` (the whole vector
+step counted against its updates) and `in_loop_over_bare` (that / the bare update's ms).
+Rates count env steps of all agents together; frames = env steps * frame skip. The replay is
+shrunk to `--replay` transitions per agent (its size does not change the work per step; 8 full
+Atari replays would need 56 GB).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from update_cost import bare_update_fn, random_batches  # benchmarks/, beside this file
 
 from dqn_jax import envs, games, presets
 from dqn_jax.config import validate
@@ -100,6 +106,32 @@ def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
     return max(rates)
 
 
+def bare_update_only(loop, agents, seconds: float, updates_per_call: int) -> float:
+    """Returns updates/s per agent of the bare update (`update_cost.bare_update_fn`: the network
+    maths and Adam alone) for S vmapped agents in a compiled scan, a fresh random batch at every
+    update: what the project's update would cost with nothing around its network maths."""
+    config, num_seeds = loop.config, loop.config.num_seeds
+    bare = jax.vmap(bare_update_fn(config, loop.learner.network, loop.learner.optimizer))
+    obs_shape = agents.replay.frames.shape[3:]
+    obs_shape = (config.frame_stack, *obs_shape) if config.frame_stack > 1 else obs_shape
+    num_actions = agents.params["params"]["q_head"]["kernel"].shape[-1]
+    batches = jax.tree.map(lambda x: x.reshape(updates_per_call, num_seeds, *x.shape[1:]),
+                           random_batches(config, obs_shape, num_actions, updates_per_call * num_seeds))
+
+    @jax.jit
+    def many(carry, batches):
+        def body(carry, batch):
+            params, target_params, opt_state = carry
+            params, opt_state, _ = bare(params, target_params, opt_state, batch)
+            return (params, target_params, opt_state), None
+
+        return jax.lax.scan(body, carry, batches)[0]
+
+    carry = jax.block_until_ready(many((agents.params, agents.target_params, agents.opt_state), batches))
+    elapsed, calls = timed(lambda c: jax.block_until_ready(many(c, batches)), carry, seconds / 2)
+    return calls * updates_per_call / elapsed
+
+
 def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: int) -> dict:
     """Returns env steps/s (all agents) of a loop acting only and then training, plus its agents.
 
@@ -135,11 +167,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter measurements (under 5 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--replay", type=int, default=None, help="replay transitions per agent")
+    parser.add_argument("--batch-size", type=int, default=None, help="updates' batch (default: the preset's)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     game = games.canonical_game(args.game)
     base = presets.preset(game)
+    if args.batch_size:
+        base = dataclasses.replace(base, batch_size=args.batch_size)
     seconds = 3.0 if args.quick else 10.0
     replay = args.replay or (20_000 if base.is_atari else base.replay_capacity)
     chunk_steps = 200 if base.is_atari else 2_000
@@ -177,14 +212,23 @@ def main() -> None:
         updates = learner_only(fused["loop"], agents, seconds, seed_updates)
         learner_rate = updates * num_seeds * config.train_every
         add("learner_only", num_seeds, learner_rate, updates_per_sec=round(updates, 1),
-            batch_size=config.batch_size)
-        bound = min(env_rate, learner_rate)
+            ms_per_update=round(1e3 / updates, 2), batch_size=config.batch_size)
+        bare = bare_update_only(fused["loop"], agents, seconds, seed_updates)
+        bare_rate = bare * num_seeds * config.train_every
+        add("bare_update", num_seeds, bare_rate, updates_per_sec=round(bare, 1), ms_per_update=round(1e3 / bare, 2),
+            learner_over_bare=round(bare / updates, 3), batch_size=config.batch_size)
+        # The faster learner ceiling: the project's update, or the bare maths if they are faster.
+        bound = min(env_rate, max(learner_rate, bare_rate))
         if fused["act"]:
             add("act_fused", num_seeds, fused["act"])
         if fused["mode"] != "fused":
             print(f"warning: the fused loop was unavailable; its rows measure the {fused['mode']} loop")
+        # ms of one update inside the fused loop, counting the whole vector step (acting, env step,
+        # replay write) against its updates: an upper bound on the update's own cost there.
+        in_loop_ms = 1e3 * num_seeds * config.train_every / fused["train"] if fused["train"] else None
         add("train_fused", num_seeds, fused["train"], fraction_of_bound=round(fused["train"] / bound, 3),
-            train_every=config.train_every)
+            train_every=config.train_every, ms_per_update_in_loop=round(in_loop_ms, 2),
+            in_loop_over_bare=round(in_loop_ms * bare / 1e3, 3))
         del fused, agents
         if num_seeds == 1:
             host = loop_rates(dataclasses.replace(seeded, loop="host"), 0.0, seconds, seed_chunk)
