@@ -4,12 +4,12 @@
 
 For each number of seeds S (agents trained in one program) it measures:
 - `env_only`: the S*E-env EnvPool pool stepped from Python with random actions;
-- `learner_only`: S vmapped agents doing updates at the preset batch, in a compiled scan, on a
+- `learner_only`: S agents (mapped as the loop maps them) doing updates at the preset batch, on a
   replay filled with random frames (updates/s, and the env steps/s they would sustain at the
   preset's `train_every`);
 - `act_fused`: the fused loop before learning starts (acting, env stepping, replay writes);
-- `bare_update`: the network maths and Adam alone (`update_cost.bare_update_fn`), vmapped the
-  same way, in a compiled scan on fresh random batches: the floor under `learner_only`
+- `bare_update`: the network maths and Adam alone (`update_cost.bare_update_fn`), vmapped over
+  the agents (one agent unbatched), in a compiled scan on fresh random batches: the floor under `learner_only`
   (`learner_over_bare` = its ms per update / the bare update's);
 - `train_fused` (and `train_host` for S = 1): training at the preset's replay ratio.
 Training rows carry `fraction_of_bound` = measured / min(env_only, the faster learner ceiling ×
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from update_cost import bare_update_fn, random_batches  # benchmarks/, beside this file
+from update_cost import bare_update_fn, interleaved_ms_per_update, random_batches  # benchmarks/, beside this file
 
 from dqn_jax import envs, games, presets
 from dqn_jax.config import validate
-from dqn_jax.loop import agent_keys, build_loop
+from dqn_jax.loop import agent_keys, build_loop, over_agents
 from dqn_jax.provenance import write_result
 from dqn_jax.replay import fill_with_random_steps
 from dqn_jax.schedule import ChunkSchedule, run_chunks
@@ -75,15 +75,18 @@ def fill_replay(loop, agents, steps: int):
     return agents.replace(replay=fill(agents.replay, keys))
 
 
-def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
-    """Returns updates/s per agent for S vmapped agents: the faster of two ways of running them.
+def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tuple[float, float]:
+    """Returns updates/s per agent of (the learner, the bare update) for S agents, timed in turns
+    (`update_cost.interleaved_ms_per_update`) so that both see the machine alike.
 
-    A compiled scan of `updates_per_call` updates (no per-call overhead; what small networks
-    need) and one jitted update per Python call (XLA's CPU backend runs some kernels slower
-    inside a loop body; what a Nature CNN prefers). The faster one is the learner's ceiling.
+    The learner: the faster of a compiled scan of `updates_per_call` updates (no per-call
+    overhead; what small networks need) and one jitted update per Python call (XLA's CPU backend
+    runs some kernels slower inside a loop body), mapped over the agents as the loop maps them.
+    The bare update (`update_cost.bare_update_fn`: the network maths and Adam alone, one agent
+    unbatched) runs in a scan on fresh random batches: the floor under the learner.
     """
     # Health statistics are measured on one update in `health_every`; leave them out of the ceiling.
-    update = jax.vmap(functools.partial(loop.learner.update, with_health=False))
+    update = loop.over_agents(functools.partial(loop.learner.update, with_health=False))
 
     @jax.jit
     def many(learner_part, replay):
@@ -97,21 +100,8 @@ def learner_only(loop, agents, seconds: float, updates_per_call: int) -> float:
     def one(learner_part, replay):
         return update(learner_part.replace(replay=replay))[0].replace(replay=None)
 
-    replay = agents.replay
-    rates = []
-    for fn, updates in ((many, updates_per_call), (one, 1)):
-        part = jax.block_until_ready(fn(agents.replace(replay=None), replay))  # compile
-        elapsed, calls = timed(lambda part, fn=fn: jax.block_until_ready(fn(part, replay)), part, seconds / 2)
-        rates.append(calls * updates / elapsed)
-    return max(rates)
-
-
-def bare_update_only(loop, agents, seconds: float, updates_per_call: int) -> float:
-    """Returns updates/s per agent of the bare update (`update_cost.bare_update_fn`: the network
-    maths and Adam alone) for S vmapped agents in a compiled scan, a fresh random batch at every
-    update: what the project's update would cost with nothing around its network maths."""
     config, num_seeds = loop.config, loop.config.num_seeds
-    bare = jax.vmap(bare_update_fn(config, loop.learner.network, loop.learner.optimizer))
+    bare = over_agents(bare_update_fn(config, loop.learner.network, loop.learner.optimizer), unbatch_one=True)
     obs_shape = agents.replay.frames.shape[3:]
     obs_shape = (config.frame_stack, *obs_shape) if config.frame_stack > 1 else obs_shape
     num_actions = agents.params["params"]["q_head"]["kernel"].shape[-1]
@@ -119,7 +109,7 @@ def bare_update_only(loop, agents, seconds: float, updates_per_call: int) -> flo
                            random_batches(config, obs_shape, num_actions, updates_per_call * num_seeds))
 
     @jax.jit
-    def many(carry, batches):
+    def bare_many(carry, batches):
         def body(carry, batch):
             params, target_params, opt_state = carry
             params, opt_state, _ = bare(params, target_params, opt_state, batch)
@@ -127,9 +117,14 @@ def bare_update_only(loop, agents, seconds: float, updates_per_call: int) -> flo
 
         return jax.lax.scan(body, carry, batches)[0]
 
-    carry = jax.block_until_ready(many((agents.params, agents.target_params, agents.opt_state), batches))
-    elapsed, calls = timed(lambda c: jax.block_until_ready(many(c, batches)), carry, seconds / 2)
-    return calls * updates_per_call / elapsed
+    replay, part = agents.replay, agents.replace(replay=None)
+    ms = interleaved_ms_per_update({
+        "many": (lambda p: jax.block_until_ready(many(p, replay)), part, updates_per_call),
+        "one": (lambda p: jax.block_until_ready(one(p, replay)), part, 1),
+        "bare": (lambda c: jax.block_until_ready(bare_many(c, batches)),
+                 (agents.params, agents.target_params, agents.opt_state), updates_per_call),
+    }, 3 * seconds)
+    return 1e3 / min(ms["many"], ms["one"]), 1e3 / ms["bare"]
 
 
 def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: int) -> dict:
@@ -209,11 +204,10 @@ def main() -> None:
         add("env_only", num_seeds, env_rate)
         fused = loop_rates(seeded, seconds, seconds, seed_chunk)
         agents = fill_replay(fused["loop"], fused["agents"], 2 * config.frame_stack + config.batch_size)
-        updates = learner_only(fused["loop"], agents, seconds, seed_updates)
+        updates, bare = learner_and_bare(fused["loop"], agents, seconds, seed_updates)
         learner_rate = updates * num_seeds * config.train_every
         add("learner_only", num_seeds, learner_rate, updates_per_sec=round(updates, 1),
             ms_per_update=round(1e3 / updates, 2), batch_size=config.batch_size)
-        bare = bare_update_only(fused["loop"], agents, seconds, seed_updates)
         bare_rate = bare * num_seeds * config.train_every
         add("bare_update", num_seeds, bare_rate, updates_per_sec=round(bare, 1), ms_per_update=round(1e3 / bare, 2),
             learner_over_bare=round(bare / updates, 3), batch_size=config.batch_size)

@@ -163,12 +163,12 @@ def run_speed_cell(scale: Scale, parameters: dict) -> dict:
         config = speed_config(scale, parameters["seeds"], 8, parameters["batch"])
         loop = build_loop(config)
         agents = fps.fill_replay(loop, loop.init(agent_keys(config)).agents, 2 * config.frame_stack + config.batch_size)
-        updates = fps.learner_only(loop, agents, scale.seconds, updates_per_call=20)
+        updates, bare = fps.learner_and_bare(loop, agents, scale.seconds, updates_per_call=20)
         del loop, agents
         sustained = updates * config.num_seeds * config.train_every
         return {"updates_per_sec_per_agent": round(updates, 1), "samples_per_sec": round(updates * config.num_seeds
                 * config.batch_size), "train_every": config.train_every,
-                "env_steps_per_sec_sustained": round(sustained)}
+                "env_steps_per_sec_sustained": round(sustained), "bare_updates_per_sec_per_agent": round(bare, 1)}
     config = speed_config(scale, parameters["seeds"], parameters["envs"], loop=parameters["loop"])
     rates = fps.loop_rates(config, scale.seconds, scale.seconds, config.chunk_steps)
     del rates["loop"], rates["agents"]

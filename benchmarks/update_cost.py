@@ -3,13 +3,13 @@
     python benchmarks/update_cost.py [--game Pong] [--batch-sizes 32 96] [--updates 20] [--seconds 10] [--out FILE]
 
 Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
-timed over at least `--seconds` (the fastest of three timings is kept: a shared machine only ever
-slows a call down). Rows, in ms per update of one agent:
+timed in 5 rounds that take turns (`--seconds` per row in all; the median round is kept), so that
+the machine's slow spells fall on every row alike. Rows, in ms per update of one agent:
 - `bare_update`: the network maths and Adam alone — online forward on the batch, target forward
   on the next observations, the TD error and Huber loss, their gradient, Adam — on batches
   prepared beforehand (a different one at every update, so XLA cannot hoist work out of the loop);
-- `update`: the project's `learner.update` (health statistics off, as in 9 of 10 updates), vmapped
-  over one agent as the loop runs it: sampling from a filled replay, stacks rebuilt, n-step
+- `update`: the project's `learner.update` (health statistics off, as in 9 of 10 updates), mapped
+  over one agent as the loop maps it (`Loop.over_agents`): sampling from a filled replay, stacks rebuilt, n-step
   returns, target copy, metrics and the batch hash included;
 - `update_with_health`: the same with the health statistics (one update in `health_every`).
 `overhead` is update / bare_update - 1.
@@ -36,18 +36,20 @@ from dqn_jax.provenance import write_result
 from dqn_jax.replay import fill_with_random_steps
 
 
-def fastest_ms_per_update(step, carry, updates: int, seconds: float) -> float:
-    """Returns the fastest of three timings of `carry = step(carry)` (each at least `seconds` / 3),
-    in ms per update; `step` runs `updates` updates and blocks."""
-    carry = step(carry)  # compile
-    best = float("inf")
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while calls < 2 or time.perf_counter() - start < seconds / 3:
-            carry = step(carry)
-            calls += 1
-        best = min(best, (time.perf_counter() - start) / (calls * updates))
-    return best * 1e3
+def interleaved_ms_per_update(steps: dict, seconds: float, rounds: int = 5) -> dict:
+    """Returns the median ms per update of each of `steps` ({name: (step, carry, updates)}: `carry =
+    step(carry)` runs `updates` updates and blocks), timed in `rounds` rounds that visit every step
+    in turn for `seconds / rounds` each, so that a machine's slow spells fall on all of them alike."""
+    carries = {name: step(carry) for name, (step, carry, _) in steps.items()}  # compile
+    times: dict = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, (step, _, updates) in steps.items():
+            calls, start = 0, time.perf_counter()
+            while calls < 2 or time.perf_counter() - start < seconds / rounds:
+                carries[name] = step(carries[name])
+                calls += 1
+            times[name].append((time.perf_counter() - start) / (calls * updates) * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def bare_update_fn(config, network, optimizer):
@@ -105,22 +107,21 @@ def measure(config, updates: int, seconds: float) -> dict:
 
         return jax.lax.scan(body, carry, batches)[0]
 
-    rows = {"bare_update": fastest_ms_per_update(
-        lambda carry: jax.block_until_ready(bare_scan(carry, batches)),
-        (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates, seconds)}
+    @functools.partial(jax.jit, static_argnums=2)
+    def update_scan(learner_part, replay, update):
+        def body(part, _):
+            new, metrics = update(part.replace(replay=replay))
+            return new.replace(replay=None), metrics["loss"]
+
+        return jax.lax.scan(body, learner_part, None, length=updates)[0]
+
+    steps = {"bare_update": (lambda carry: jax.block_until_ready(bare_scan(carry, batches)),
+                             (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates)}
     for name, with_health in (("update", False), ("update_with_health", True)):
-        update = jax.vmap(functools.partial(loop.learner.update, with_health=with_health))
-
-        @functools.partial(jax.jit, static_argnums=2)
-        def update_scan(learner_part, replay, update):
-            def body(part, _):
-                new, metrics = update(part.replace(replay=replay))
-                return new.replace(replay=None), metrics["loss"]
-
-            return jax.lax.scan(body, learner_part, None, length=updates)[0]
-
-        step = lambda part, u=update: jax.block_until_ready(update_scan(part, agents.replay, u))  # noqa: E731
-        rows[name] = fastest_ms_per_update(step, agents.replace(replay=None), updates, seconds)
+        update = loop.over_agents(functools.partial(loop.learner.update, with_health=with_health))
+        steps[name] = (lambda part, u=update: jax.block_until_ready(update_scan(part, agents.replay, u)),
+                       agents.replace(replay=None), updates)
+    rows = interleaved_ms_per_update(steps, 3 * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
     rows["overhead"] = round(rows["update"] / rows["bare_update"] - 1, 3)
     rows["overhead_with_health"] = round(rows["update_with_health"] / rows["bare_update"] - 1, 3)

@@ -58,3 +58,17 @@ def test_penultimate_features_are_the_torso_output(torso):
     params = torso.init(jax.random.PRNGKey(0), obs)
     out, sown = torso.apply(params, obs, mutable=["intermediates"])
     np.testing.assert_array_equal(H.penultimate_features(sown["intermediates"]), out)
+
+
+def test_eigenvalues_one_matrix_at_a_time_under_vmap():
+    """Under (nested) vmap the eigenvalues are those of a batched call, computed one matrix per
+    LAPACK call (a batched CPU call deadlocked with agents on several CPU devices)."""
+    from dqn_jax.health import eigvalsh_one_at_a_time
+
+    matrices = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 5))
+    matrices = matrices @ jnp.swapaxes(matrices, -1, -2)
+    mapped = jax.jit(jax.vmap(jax.vmap(eigvalsh_one_at_a_time)))
+    np.testing.assert_allclose(mapped(matrices), jnp.linalg.eigvalsh(matrices), rtol=1e-5, atol=1e-5)
+    if jax.default_backend() == "cpu":
+        calls = [line for line in mapped.lower(matrices).as_text().splitlines() if "lapack_ssyevd" in line]
+        assert calls and all(": (tensor<5x5xf32>) ->" in line for line in calls)

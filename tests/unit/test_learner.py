@@ -146,3 +146,23 @@ def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
     assert float(schedule(375)) == pytest.approx(0.5 * (1e-3 + 1e-5))  # env step 1,900
     assert float(schedule(500)) == pytest.approx(1e-5)
     assert float(schedule(10_000)) == pytest.approx(1e-5)
+
+
+def test_one_agent_unbatched_matches_the_vmapped_update(tiny_cartpole):
+    """`over_agents` runs a single agent unbatched (the Nature CNN's path): the same update as
+    `jax.vmap` up to float rounding, and several agents still go through `jax.vmap` bit for bit."""
+    from dqn_jax.loop import over_agents
+
+    loop = build_loop(tiny_cartpole)
+    agents = loop.init(agent_keys(tiny_cartpole)).agents
+    fill = jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, 64, key, num_actions=2))
+    agents = agents.replace(replay=fill(agents.replay, jax.random.split(jax.random.PRNGKey(1), 1)))
+    update = functools.partial(loop.learner.update, with_health=False)
+    unbatched, metrics = jax.jit(over_agents(update, unbatch_one=True))(agents)
+    batched, batched_metrics = jax.jit(jax.vmap(update))(agents)
+    chex.assert_trees_all_equal_shapes_and_dtypes(unbatched, batched)
+    chex.assert_trees_all_close(unbatched.params, batched.params, atol=1e-6)
+    assert metrics["batch_hash"] == batched_metrics["batch_hash"]  # the same batch was drawn
+    two = jax.tree.map(lambda x: jnp.concatenate([x, x]), agents)
+    chex.assert_trees_all_equal(jax.jit(over_agents(update, unbatch_one=True))(two),
+                                jax.jit(jax.vmap(update))(two))
