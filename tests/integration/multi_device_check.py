@@ -1,6 +1,7 @@
 """Run by `test_agents_sharded_over_devices_*` in a subprocess: XLA's forced CPU devices must be set
-before jax starts. Trains 8 tiny CartPole agents sharded over 4 devices twice and over one device
-once, and prints what the test checks as one JSON line."""
+before jax starts. Trains 8 tiny CartPole agents sharded over 4 devices, and on one device, and
+prints what the test checks as one JSON line. (That sharded runs repeat bit for bit, whatever the
+processes holding the devices, is `test_distributed.py`'s.)"""
 
 import json
 import os
@@ -21,14 +22,12 @@ from dqn_jax import loop  # noqa: E402
 config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8)
 sharded_loop, state = run_loop(config, chunks=2)
 sharded = jax.device_get(state.agents.params)
-again = jax.device_get(run_loop(config, chunks=2)[1].agents.params)
 loop.seed_mesh = lambda num_seeds: None  # the same agents on one device
 single = jax.device_get(run_loop(config, chunks=2)[1].agents.params)
-leaves = list(zip(jax.tree.leaves(sharded), jax.tree.leaves(again), jax.tree.leaves(single), strict=True))
+leaves = list(zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True))
 print(json.dumps({
     "devices": sharded_loop.num_devices, "mode": sharded_loop.mode,
     "agents_per_device": [len(s.data) for s in state.agents.env_steps.addressable_shards],
-    "repeats_bit_for_bit": all(np.array_equal(a, b) for a, b, _ in leaves),
-    "max_abs_diff_vs_one_device": max(float(np.max(np.abs(a - c))) for a, _, c in leaves),
+    "max_abs_diff_vs_one_device": max(float(np.max(np.abs(a - c))) for a, c in leaves),
     "agents_differ": not np.array_equal(*sharded["params"]["q_head"]["kernel"][:2]),
 }))

@@ -14,7 +14,7 @@ from helpers import TINY_FLAGS
 from dqn_jax.metrics import read_metrics
 from dqn_jax.repro import compare_runs
 
-FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800"]
+FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800", "--fingerprint-every=25", "--final-eval-episodes=0"]
 
 
 def free_port() -> int:
@@ -44,25 +44,25 @@ def test_two_processes_train_one_run_like_one_process_and_resume_it(tmp_path):
     """8 agents over 2 processes × 2 CPU devices: process 0 writes every seed's rows, the agents
     are bit for bit those of one process with 4 devices, and `--resume` continues the run."""
     two, one = tmp_path / "two", tmp_path / "one"
-    runs = train(two, *FLAGS, "--total-steps=1200", f"--run-dir={two}", processes=2, devices_each=2)
+    runs = train(two, *FLAGS, "--total-steps=800", f"--run-dir={two}", processes=2, devices_each=2)
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
     assert runs[1].stdout.count("eval return") == 0  # only process 0 prints
     summary = json.loads((two / "summary.json").read_text())
-    assert (summary["processes"], summary["devices"], summary["env_steps"]) == (2, 4, 1200)
+    assert (summary["processes"], summary["devices"], summary["env_steps"]) == (2, 4, 800)
     train_rows = read_metrics(two, "train")
     assert sorted({r["seed"] for r in train_rows}) == list(range(8))
-    assert len(train_rows) == 8 * 3  # one row per seed per chunk, written once
+    assert len(train_rows) == 8 * 2  # one row per seed per chunk, written once
 
-    assert [r.returncode for r in train(one, *FLAGS, "--total-steps=1200", f"--run-dir={one}")] == [0]
+    assert [r.returncode for r in train(one, *FLAGS, "--total-steps=800", f"--run-dir={one}")] == [0]
     lines: list[str] = []
     assert compare_runs(two, one, out=lines.append), lines
     assert lines[-1].startswith("identical")
 
-    resumed = train(two, f"--resume={two}", "--total-steps=1600", processes=2, devices_each=2)
+    resumed = train(two, f"--resume={two}", "--total-steps=1200", processes=2, devices_each=2)
     assert [r.returncode for r in resumed] == [0, 0], resumed[0].stderr[-2000:]
     summary = json.loads((two / "summary.json").read_text())
-    assert (summary["resumed_from"], summary["env_steps"], summary["processes"]) == (1200, 1600, 2)
-    assert sorted({r["seed"] for r in read_metrics(two, "train") if r["env_steps"] > 1200}) == list(range(8))
+    assert (summary["resumed_from"], summary["env_steps"], summary["processes"]) == (800, 1200, 2)
+    assert sorted({r["seed"] for r in read_metrics(two, "train") if r["env_steps"] > 800}) == list(range(8))
 
 
 def test_bad_process_group_flags_get_one_error_line(tmp_path):

@@ -43,9 +43,9 @@ def test_game_sets_and_bad_sweeps(tmp_path, capsys):
     assert err[0].startswith("error: --run-dir is set by the sweep") and err[1].startswith("error: --games=',' names")
 
 
-ATARI_FLAGS = ["--total-steps=800", "--num-envs=4", "--train-every=4", "--chunk-steps=400", "--learning-starts=400",
-               "--batch-size=32", "--replay-capacity=2000", "--eval-every=800", "--eval-episodes=1",
-               "--final-eval-episodes=1", "--max-episode-steps=200", "--no-progress"]
+ATARI_FLAGS = ["--total-steps=400", "--num-envs=4", "--train-every=4", "--chunk-steps=200", "--learning-starts=200",
+               "--batch-size=32", "--replay-capacity=1000", "--eval-every=400", "--eval-episodes=1",
+               "--final-eval-episodes=0", "--max-episode-steps=100", "--health-every=1000", "--no-progress"]
 
 
 def test_atari_sweep_shared_by_two_processes_then_report(tmp_path, capsys):

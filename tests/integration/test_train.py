@@ -158,9 +158,9 @@ def test_time_limit_stops_after_a_chunk_with_a_checkpoint(tiny_cartpole, tmp_pat
     assert summary["env_steps"] == 400 and summary["checkpoint"].endswith("400")
 
 
-def test_agents_sharded_over_devices_repeat_and_match_one_device():
+def test_agents_sharded_over_devices_match_one_device():
     """8 agents over 4 forced CPU devices (2 each, each device stepping its own EnvPool pool inside
-    the compiled chunk): bit for bit again, and what one device computes up to float rounding."""
+    the compiled chunk) compute what one device computes, up to float rounding."""
     import subprocess
     import sys
     from pathlib import Path
@@ -170,5 +170,5 @@ def test_agents_sharded_over_devices_repeat_and_match_one_device():
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4 and result["mode"] == "fused" and result["agents_per_device"] == [2, 2, 2, 2]
-    assert result["repeats_bit_for_bit"] and result["agents_differ"]
+    assert result["agents_differ"]
     assert result["max_abs_diff_vs_one_device"] < 1e-4
