@@ -86,8 +86,9 @@ def over_agents(fn, unbatch_one: bool):
 
     The maths is the same; the speed and the float rounding are not. On XLA's CPU backend the
     Nature-CNN update of one agent ran 7-10% slower as a batch of 1 (its matmuls become batched
-    contractions; benchmarks/update_cost.py), while CartPole's small MLP ran 30% faster batched.
-    So the loop unbatches the Nature CNN's single agent only.
+    contractions; benchmarks/update_cost.py). For CartPole's small MLP the difference was within
+    the machine's noise, so the loop unbatches the Nature CNN's single agent only and CartPole
+    keeps the bits it had.
     """
 
     def mapped(*args):
