@@ -30,7 +30,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from update_cost import bare_update_fn, interleaved_ms_per_update, random_batches  # benchmarks/, beside this file
+from update_cost import (  # benchmarks/, beside this file
+    bare_scan_fn,
+    bare_update_fn,
+    interleaved_ms_per_update,
+    random_batches,
+    update_scan_fn,
+)
 
 from dqn_jax import envs, games, presets
 from dqn_jax.config import validate
@@ -88,13 +94,7 @@ def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tup
     # Health statistics are measured on one update in `health_every`; leave them out of the ceiling.
     update = loop.over_agents(functools.partial(loop.learner.update, with_health=False))
 
-    @jax.jit
-    def many(learner_part, replay):
-        def body(part, _):
-            new, metrics = update(part.replace(replay=replay))
-            return new.replace(replay=None), metrics["loss"]
-
-        return jax.lax.scan(body, learner_part, None, length=updates_per_call)[0]
+    many = update_scan_fn(update, updates_per_call)
 
     @jax.jit
     def one(learner_part, replay):
@@ -108,15 +108,7 @@ def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tup
     batches = jax.tree.map(lambda x: x.reshape(updates_per_call, num_seeds, *x.shape[1:]),
                            random_batches(config, obs_shape, num_actions, updates_per_call * num_seeds))
 
-    @jax.jit
-    def bare_many(carry, batches):
-        def body(carry, batch):
-            params, target_params, opt_state = carry
-            params, opt_state, _ = bare(params, target_params, opt_state, batch)
-            return (params, target_params, opt_state), None
-
-        return jax.lax.scan(body, carry, batches)[0]
-
+    bare_many = bare_scan_fn(bare)
     replay, part = agents.replay, agents.replace(replay=None)
     ms = interleaved_ms_per_update({
         "many": (lambda p: jax.block_until_ready(many(p, replay)), part, updates_per_call),

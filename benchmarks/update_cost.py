@@ -72,6 +72,38 @@ def bare_update_fn(config, network, optimizer):
     return update
 
 
+def bare_scan_fn(bare):
+    """Returns `scan(carry, batches) -> carry`, jitted: `bare` (as from `bare_update_fn`, or mapped
+    over agents) applied to each batch of `batches` in turn inside one `lax.scan`; carry =
+    (params, target_params, opt_state)."""
+
+    @jax.jit
+    def scan(carry, batches):
+        def body(carry, batch):
+            params, target_params, opt_state = carry
+            params, opt_state, _ = bare(params, target_params, opt_state, batch)
+            return (params, target_params, opt_state), None
+
+        return jax.lax.scan(body, carry, batches)[0]
+
+    return scan
+
+
+def update_scan_fn(update, length: int):
+    """Returns `scan(learner_part, replay) -> learner_part`, jitted: `length` calls of `update` (the
+    learner's, mapped over agents) in one `lax.scan`; the replay is read-only, carried apart."""
+
+    @jax.jit
+    def scan(learner_part, replay):
+        def body(part, _):
+            new, metrics = update(part.replace(replay=replay))
+            return new.replace(replay=None), metrics["loss"]
+
+        return jax.lax.scan(body, learner_part, None, length=length)[0]
+
+    return scan
+
+
 def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 0):
     """Returns `count` batches (obs_tm1, action, reward, discount, obs_t), each with a leading [count] axis."""
     rng = np.random.default_rng(seed)
@@ -98,28 +130,14 @@ def measure(config, updates: int, seconds: float) -> dict:
     batches = random_batches(config, obs_shape, 2, updates)
     params = jax.tree.map(lambda x: x[0], agents.params)
 
-    @jax.jit
-    def bare_scan(carry, batches):
-        def body(carry, batch):
-            params, target_params, opt_state = carry
-            params, opt_state, _ = bare(params, target_params, opt_state, batch)
-            return (params, target_params, opt_state), None
-
-        return jax.lax.scan(body, carry, batches)[0]
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def update_scan(learner_part, replay, update):
-        def body(part, _):
-            new, metrics = update(part.replace(replay=replay))
-            return new.replace(replay=None), metrics["loss"]
-
-        return jax.lax.scan(body, learner_part, None, length=updates)[0]
+    bare_scan = bare_scan_fn(bare)
 
     steps = {"bare_update": (lambda carry: jax.block_until_ready(bare_scan(carry, batches)),
                              (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates)}
     for name, with_health in (("update", False), ("update_with_health", True)):
-        update = loop.over_agents(functools.partial(loop.learner.update, with_health=with_health))
-        steps[name] = (lambda part, u=update: jax.block_until_ready(update_scan(part, agents.replay, u)),
+        scan = update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=with_health)),
+                              updates)
+        steps[name] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                        agents.replace(replay=None), updates)
     rows = interleaved_ms_per_update(steps, 3 * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
