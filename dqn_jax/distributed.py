@@ -20,6 +20,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dqn_jax.errors import ConfigError
 
@@ -99,8 +100,6 @@ def to_host(tree):
     """Returns `tree` as numpy arrays holding every process's shards (the whole seed axis)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
@@ -108,14 +107,10 @@ def any_process(flag: bool) -> bool:
     """Returns True when `flag` is True in any process (every process must call it)."""
     if jax.process_count() == 1:
         return flag
-    from jax.experimental import multihost_utils
-
     return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
 
 
 def barrier(name: str) -> None:
     """Waits until every process has reached the barrier called `name` (nothing with one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+            multihost_utils.sync_global_devices(name)

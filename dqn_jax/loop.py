@@ -54,6 +54,11 @@ def seed_mesh(num_seeds: int) -> Mesh | None:
     return None if count == 1 else Mesh(np.array(devices[:count]), (SEED_AXIS,))
 
 
+def local_mesh_positions(mesh: Mesh) -> list[int]:
+    """Returns the positions on `mesh` of this process's devices (all of them with one process)."""
+    return [i for i, device in enumerate(mesh.devices.flat) if device.process_index == jax.process_index()]
+
+
 class FusedLoopUnavailable(UserWarning):
     """EnvPool's XLA interface failed to build or compile with the installed jax; the host loop runs instead."""
 
@@ -244,11 +249,9 @@ class Loop:
     def initial_carry(self, obs: jax.Array) -> EnvCarry:
         """Returns the env bookkeeping for freshly reset envs with observations `obs` [S, E, ...]."""
         shape = obs.shape[:2]
-        return EnvCarry(obs=obs, first=self._place(jnp.ones(shape, bool)), dead=self._place(jnp.zeros(shape, bool)),
-                        dead_hard=self._place(jnp.zeros(shape, bool)),
-                        episode_return=self._place(jnp.zeros(obs.shape[:2], jnp.float32)),
-                        episode_length=self._place(jnp.zeros(obs.shape[:2], jnp.int32)),
-                        lives=self._place(jnp.zeros(obs.shape[:2], jnp.int32)))
+        return self._place(EnvCarry(obs=obs, first=jnp.ones(shape, bool), dead=jnp.zeros(shape, bool),
+                                    dead_hard=jnp.zeros(shape, bool), episode_return=jnp.zeros(shape, jnp.float32),
+                                    episode_length=jnp.zeros(shape, jnp.int32), lives=jnp.zeros(shape, jnp.int32)))
 
     def _handle(self):
         """Returns EnvPool's XLA handle; with a mesh, every pool's, stacked [D, ...] and sharded."""
@@ -403,7 +406,7 @@ class Loop:
 
     def _first_local_device(self) -> int:
         """Returns the mesh position of this process's first device (its devices are contiguous)."""
-        local = [i for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
+        local = local_mesh_positions(self.mesh)
         assert local == list(range(local[0], local[0] + len(local))), "a process's devices must be contiguous"
         return local[0]
 
@@ -456,11 +459,11 @@ class Loop:
 
     def _fall_back_to_host(self, what: str, err: Exception) -> None:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        problem = f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: {reason})"
         if jax.process_count() > 1:
-            raise ConfigError(f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: "
-                              f"{reason}), and several processes need the fused loop")
-        warnings.warn(f"EnvPool's XLA step {what} with jax {jax.__version__} ({type(err).__name__}: {reason}); "
-                      "training with --loop=host instead (same results, slower)", FusedLoopUnavailable, stacklevel=3)
+            raise ConfigError(f"{problem}, and several processes need the fused loop")
+        warnings.warn(f"{problem}; training with --loop=host instead (same results, slower)", FusedLoopUnavailable,
+                      stacklevel=3)
         self.mode = "host"
 
 
@@ -484,7 +487,7 @@ def build_loop(config: Config, network=None, optimizer=None, resumed_at: int = 0
     else:  # one pool per device of this process, for that device's agents
         per_device = config.num_seeds // mesh.size
         pool = [envs.make_train_pool(config, resumed_at, agents=range(d * per_device, (d + 1) * per_device))
-                for d, device in enumerate(mesh.devices.flat) if device.process_index == jax.process_index()]
+                for d in local_mesh_positions(mesh)]
     facts = envs.facts(pool[0] if isinstance(pool, list) else pool)
     network = network or make_network(config, facts.num_actions)
     replay = make_replay_for(config, facts)
