@@ -33,6 +33,7 @@ import numpy as np
 from update_cost import (  # benchmarks/, beside this file
     bare_scan_fn,
     bare_update_fn,
+    fill_replay,
     interleaved_ms_per_update,
     random_batches,
     update_scan_fn,
@@ -42,7 +43,6 @@ from dqn_jax import envs, games, presets
 from dqn_jax.config import validate
 from dqn_jax.loop import agent_keys, build_loop, over_agents
 from dqn_jax.provenance import write_result
-from dqn_jax.replay import fill_with_random_steps
 from dqn_jax.schedule import ChunkSchedule, run_chunks
 
 
@@ -74,13 +74,6 @@ def env_only(config, seconds: float) -> float:
     return calls * 50 * count / elapsed
 
 
-def fill_replay(loop, agents, steps: int):
-    """Returns `agents` [S] with `steps` random env steps written to every agent's replay."""
-    keys = jax.random.split(jax.random.PRNGKey(0), loop.config.num_seeds)
-    fill = jax.jit(jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, steps, key, num_actions=2)))
-    return agents.replace(replay=fill(agents.replay, keys))
-
-
 def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tuple[float, float]:
     """Returns updates/s per agent of (the learner, the bare update) for S agents, timed in turns
     (`update_cost.interleaved_ms_per_update`) so that both see the machine alike.
@@ -102,11 +95,9 @@ def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tup
 
     config, num_seeds = loop.config, loop.config.num_seeds
     bare = over_agents(bare_update_fn(config, loop.learner.network, loop.learner.optimizer), unbatch_one=True)
-    obs_shape = agents.replay.frames.shape[3:]
-    obs_shape = (config.frame_stack, *obs_shape) if config.frame_stack > 1 else obs_shape
-    num_actions = agents.params["params"]["q_head"]["kernel"].shape[-1]
+    facts = envs.facts(loop.pool)
     batches = jax.tree.map(lambda x: x.reshape(updates_per_call, num_seeds, *x.shape[1:]),
-                           random_batches(config, obs_shape, num_actions, updates_per_call * num_seeds))
+                           random_batches(config, facts.obs_shape, facts.num_actions, updates_per_call * num_seeds))
 
     bare_many = bare_scan_fn(bare)
     replay, part = agents.replay, agents.replace(replay=None)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dqn_jax import games, presets
+from dqn_jax import envs, games, presets
 from dqn_jax.config import validate
 from dqn_jax.learner import td_error, td_loss
 from dqn_jax.loop import agent_keys, build_loop
@@ -104,6 +104,13 @@ def update_scan_fn(update, length: int):
     return scan
 
 
+def fill_replay(loop, agents, steps: int):
+    """Returns `agents` [S] with `steps` random env steps written to every agent's replay."""
+    keys = jax.random.split(jax.random.PRNGKey(0), loop.config.num_seeds)
+    fill = jax.jit(jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, steps, key, num_actions=2)))
+    return agents.replace(replay=fill(agents.replay, keys))
+
+
 def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 0):
     """Returns `count` batches (obs_tm1, action, reward, discount, obs_t), each with a leading [count] axis."""
     rng = np.random.default_rng(seed)
@@ -118,16 +125,11 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
 def measure(config, updates: int, seconds: float) -> dict:
     """Returns the rows' ms per update for one config (one agent)."""
     loop = build_loop(config)
-    agents = loop.init(agent_keys(config)).agents
-    keys = jax.random.split(jax.random.PRNGKey(0), 1)
-    fill = jax.jit(jax.vmap(lambda state, key: fill_with_random_steps(loop.replay, state, 4 * config.batch_size,
-                                                                      key, num_actions=2)))
-    agents = agents.replace(replay=fill(agents.replay, keys))
-    obs_shape = agents.replay.frames.shape[3:]
-    obs_shape = (config.frame_stack, *obs_shape) if config.frame_stack > 1 else obs_shape
+    agents = fill_replay(loop, loop.init(agent_keys(config)).agents, 4 * config.batch_size)
     network, optimizer = loop.learner.network, loop.learner.optimizer
     bare = bare_update_fn(config, network, optimizer)
-    batches = random_batches(config, obs_shape, 2, updates)
+    facts = envs.facts(loop.pool)
+    batches = random_batches(config, facts.obs_shape, facts.num_actions, updates)
     params = jax.tree.map(lambda x: x[0], agents.params)
 
     bare_scan = bare_scan_fn(bare)
