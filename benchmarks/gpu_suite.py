@@ -27,6 +27,11 @@ On the GPU machine (the wheels come from `python benchmarks/gpu_bundle.py`; name
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
     python3 benchmarks/gpu_suite.py speed --budget-s 480; cp benchmarks/results/gpu_* $OUT/
+
+On a short lease (15 minutes of device time, machine start included), the order that answers most:
+`pong --budget-s 560` first (the goal: Pong 20 within 10 minutes of one run), then `speed
+--budget-s 150` (its first two cells time the learning settings with `overlap_learning` off and
+on), then `determinism` with what is left.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # fps.py beside this f
 
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 PONG_TARGET = 20.0
+GPU_OVERLAY = "gpu_atari"  # the learning phases' settings on an Atari game
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +119,13 @@ class Deadline:
 def speed_cells(scale: Scale) -> list[tuple[str, dict]]:
     """Returns the speed phase's cells in the order they run: `(name, parameters)`.
 
-    The Nature replay ratio (batch 32, one update per 4 env steps) everywhere; learner rows vary
-    the batch at one update per `batch / 8` env steps (each transition sampled 8 times).
+    First the learning phases' settings (`learning_preset_config`: `gpu_atari`, `learn_seeds`
+    agents) with `overlap_learning` off and on; then the Nature replay ratio (batch 32, one update
+    per 4 env steps) everywhere; learner rows vary the batch at one update per `batch / 8` env
+    steps (each transition sampled 8 times).
     """
-    cells = []
+    cells = [(f"train_learning_preset S={scale.learn_seeds} overlap={'on' if overlap else 'off'}",
+              {"kind": "learning_preset", "overlap": overlap}) for overlap in (False, True)]
     for total in sorted({s * e for s in scale.seeds for e in scale.envs}):
         cells.append((f"env_only envs={total}", {"kind": "env_only", "total_envs": total}))
     for seeds in scale.seeds:
@@ -147,6 +156,24 @@ def speed_config(scale: Scale, seeds: int, envs: int, batch: int = 32, loop: str
         chunk_steps=chunk, loop=loop, progress=False, eval_every=10**9, checkpoint_every=0))
 
 
+def learning_preset_config(scale: Scale, overlap: bool):
+    """Returns the validated config of the learning phases (the game's preset, the `gpu_atari`
+    overlay on an Atari game, `learn_flags`, `learn_seeds` agents), timed with a replay of
+    `scale.replay`."""
+    from dqn_jax import presets
+    from dqn_jax.config import validate
+
+    config = presets.preset(scale.learn_game)
+    if config.is_atari:
+        config = presets.load_toml(presets.overlay_path(GPU_OVERLAY), config)
+    config = presets.override(config, scale.learn_flags, source="the suite's learn_flags")
+    chunk = max(config.num_envs, scale.chunk_steps // config.num_envs * config.num_envs)
+    return validate(dataclasses.replace(
+        config, num_seeds=scale.learn_seeds, replay_capacity=max(scale.replay, config.num_envs * 64),
+        learning_starts=max(4 * chunk, config.batch_size), chunk_steps=chunk, overlap_learning=overlap,
+        progress=False, eval_every=10**9, checkpoint_every=0))
+
+
 def run_speed_cell(scale: Scale, parameters: dict) -> dict:
     """Measures one speed cell; returns the row's values (env steps/s count every agent's steps)."""
     import fps
@@ -169,14 +196,18 @@ def run_speed_cell(scale: Scale, parameters: dict) -> dict:
         return {"updates_per_sec_per_agent": round(updates, 1), "samples_per_sec": round(updates * config.num_seeds
                 * config.batch_size), "train_every": config.train_every,
                 "env_steps_per_sec_sustained": round(sustained), "bare_updates_per_sec_per_agent": round(bare, 1)}
-    config = speed_config(scale, parameters["seeds"], parameters["envs"], loop=parameters["loop"])
+    if kind == "learning_preset":
+        config = learning_preset_config(scale, parameters["overlap"])
+    else:
+        config = speed_config(scale, parameters["seeds"], parameters["envs"], loop=parameters["loop"])
     rates = fps.loop_rates(config, scale.seconds, scale.seconds, config.chunk_steps)
     del rates["loop"], rates["agents"]
     jax.clear_caches()
     frames = config.frame_skip
     return {"mode": rates["mode"], "act_env_steps_per_sec": round(rates["act"]) if rates["act"] else None,
             "train_env_steps_per_sec": round(rates["train"]), "train_frames_per_sec": round(rates["train"] * frames),
-            "batch_size": config.batch_size, "train_every": config.train_every}
+            "batch_size": config.batch_size, "train_every": config.train_every, "num_envs": config.num_envs,
+            "overlap_learning": config.overlap_learning}
 
 
 def phase_speed(scale: Scale, results: Results, deadline: Deadline) -> None:
@@ -204,7 +235,7 @@ def phase_determinism(scale: Scale, results: Results, deadline: Deadline) -> Non
     runs = [("repro deterministic 1", True), ("repro deterministic 2", True), ("repro without the flag", False)]
     flags = [f"--game={scale.learn_game}", "--seed=0", f"--steps={scale.repro_steps}"]
     if scale.learn_game == "Pong":  # the GPU preset's sizes, learning from 10k steps so that 40k are trained
-        flags += ["--config=gpu_atari", "--learning-starts=10000", "--replay-capacity=100000"]
+        flags += [f"--config={GPU_OVERLAY}", "--learning-starts=10000", "--replay-capacity=100000"]
     else:
         flags += [flag for flag in scale.learn_flags if not flag.startswith(("--total-steps", "--eval"))]
     for cell, deterministic in runs:
@@ -240,7 +271,7 @@ def learning_command(game: str, scale: Scale, run_dir: Path, minutes: float, tar
         return command + [f"--resume={run_dir}"]
     command += [f"--game={game}", f"--num-seeds={scale.learn_seeds}", f"--run-dir={run_dir}", *scale.learn_flags]
     if game != "CartPole":
-        command.append("--config=gpu_atari")
+        command.append(f"--config={GPU_OVERLAY}")
     if target is not None:
         command.append(f"--target-return={target}")
     return command
@@ -264,6 +295,27 @@ def learning_summary(run_dir: Path, target: float | None) -> dict:
         if reached and all(reached):
             record["wall_seconds_to_target_all_seeds"] = max(r["wall_seconds"] for r in reached)
     return record
+
+
+def learning_settings(run_dir: Path) -> dict:
+    """Returns the run's settings that differ from the `Config` defaults (`changed`, run directory
+    and output switches left out) and a digest of them: a learning cell's name, so that a run with
+    other settings gets a row of its own instead of replacing an earlier one."""
+    import hashlib
+
+    from dqn_jax.config import Config
+    from dqn_jax.metrics import CONFIG_FILE
+    from dqn_jax.presets import load_toml
+
+    if not (run_dir / CONFIG_FILE).exists():  # the run failed before it started
+        return {"changed": None, "digest": "unstarted"}
+    config = load_toml(run_dir / CONFIG_FILE)
+    ignored = {"run_dir", "progress", "time_limit_minutes"}
+    changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)
+               if f.name not in ignored and getattr(config, f.name) != f.default}
+    changed = {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    return {"changed": changed, "digest": digest}
 
 
 def plot_curve(record: dict, title: str, path: Path) -> None:
@@ -301,9 +353,11 @@ def phase_learning(phase: str, game: str, target: float | None, scale: Scale, re
     print("running:", " ".join(command[1:]), flush=True)
     done = subprocess.run(command)
     record = learning_summary(run_dir, target)
-    earlier = [row for row in results.rows if row["cell"] == phase]
+    settings = learning_settings(run_dir)
+    cell = f"{phase} {settings['digest']}"
+    earlier = [row for row in results.rows if row["cell"] == cell]
     calls = (earlier[0]["commands"] if earlier else []) + [" ".join(command[1:])]
-    results.add(phase, **record, commands=calls, exit_code=done.returncode)
+    results.add(cell, **record, settings=settings["changed"], commands=calls, exit_code=done.returncode)
     if record["curve"]:
         plot_curve(record, f"{game}: {scale.learn_seeds} seeds in one program", png)
 

@@ -151,6 +151,12 @@ class Config:
     loop: Literal["fused", "host"] = "fused"
     """`fused`: env stepping, replay and learning in one compiled scan (EnvPool XLA interface).
     `host`: EnvPool stepped from Python around jitted act and learn functions."""
+    overlap_learning: bool = False
+    """Run each vector step's updates while EnvPool steps the envs (fused loop: EnvPool's send, the
+    updates, then its receive) instead of after the step. The updates then sample the replay as it
+    was before this vector step (its transitions are written once the step returns), so the
+    numbers differ from the default's; `--loop=host` runs the same order, without the overlap.
+    Faster where the envs and the learner run on different hardware (CPU cores and a GPU)."""
     run_dir: str = ""
     """Run directory (default: `runs/<game>-s<seed>-<timestamp>`)."""
     checkpoint_every: int = 250_000

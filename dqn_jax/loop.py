@@ -9,6 +9,10 @@ Agents carry a leading seed axis [S] (S = `num_seeds`, 1 by default) and are vma
 XLA handle has no vmap rule, so the env step runs once for the whole S*E pool outside the vmap.
 The "learn now?" branch depends only on the shared iteration counter, so it stays a real
 `lax.cond` (a vmapped predicate would turn it into a select that always pays for the update).
+
+An iteration writes the env step to replay, then runs the updates due. With `overlap_learning`
+the updates come first, between EnvPool's send and its receive, so that the envs (CPU threads)
+step while the learner (a GPU) runs; they then sample the replay as it was before the step.
 """
 
 from __future__ import annotations
@@ -76,6 +80,18 @@ class EnvCarry:
     lives: jax.Array  # int32 lives left (Atari; 0 where the game has none)
 
 
+class LearnedRecords(NamedTuple):
+    """What one vector step's learning reports: the `StepRecord` but its experience."""
+
+    learn: LearnRecord
+    health: HealthRecord
+    fingerprint: FingerprintRecord
+
+    def with_experience(self, experience: ExperienceRecord) -> StepRecord:
+        """Returns the vector step's whole record."""
+        return StepRecord(learn=self.learn, experience=experience, health=self.health, fingerprint=self.fingerprint)
+
+
 class LoopState(NamedTuple):
     """The full state of a run in progress: agents, env bookkeeping, shared counter."""
 
@@ -103,6 +119,22 @@ def over_agents(fn, unbatch_one: bool):
         return jax.vmap(fn)(*args)
 
     return mapped
+
+
+def _ordered(handle, agents: AgentState):
+    """Returns `(handle, agents)` through an optimization barrier: what uses either comes after
+    everything that made both. The replay bypasses it: only the learner's state needs ordering."""
+    handle, learner_part = jax.lax.optimization_barrier((handle, agents.replace(replay=None)))
+    return handle, learner_part.replace(replay=agents.replay)
+
+
+def _write_after_updates(agents: AgentState) -> AgentState:
+    """Returns `agents` unchanged in value, with the replay's write position computed from the
+    update count (+ min(updates, 0) = + 0), so that the write depends on the updates' result.
+    Without it, XLA copied the whole replay at every step when the updates read it before the
+    write (an ordering through an optimization barrier did not prevent it)."""
+    replay = agents.replay
+    return agents.replace(replay=replay.replace(total_steps=replay.total_steps + jnp.minimum(agents.updates, 0)))
 
 
 def _zeros_shaped_like(shapes):
@@ -272,7 +304,20 @@ class Loop:
         return jax.vmap(act_one)(agents, obs)
 
     def _after_step(self, agents, carry: EnvCarry, iteration, actions, epsilon, step_out):
-        """Writes the step to replay, learns when due, and updates the episode bookkeeping."""
+        """Writes the step to replay and learns when due (in `overlap_learning`'s order: learns,
+        then writes); returns `(agents, next EnvCarry, iteration + 1, StepRecord)`."""
+        if self.config.overlap_learning:
+            agents, iteration, learned = self._learn_if_due(agents, iteration)
+            agents, carry, experience = self._write_step(_write_after_updates(agents), carry, actions, epsilon,
+                                                         step_out)
+        else:
+            agents, carry, experience = self._write_step(agents, carry, actions, epsilon, step_out)
+            agents, iteration, learned = self._learn_if_due(agents, iteration)
+        return agents, carry, iteration, learned.with_experience(experience)
+
+    def _write_step(self, agents, carry: EnvCarry, actions, epsilon, step_out):
+        """Writes one env step's transitions to the agents' replays; returns `(agents, next
+        EnvCarry, ExperienceRecord)`."""
         config, S = self.config, carry.obs.shape[0]  # the agents of this device (all of them without a mesh)
         next_obs, reward, terminated, truncated, info = step_out
         hard = envs.hard_done(terminated, truncated, info)
@@ -290,17 +335,28 @@ class Loop:
 
         stored_reward = reward * config.reward_scale if config.reward_scale != 1.0 else reward
         agents = jax.vmap(add_one)(agents, carry.obs, actions, stored_reward, terminated, ~carry.dead, carry.first)
+        experience, new_carry = _episode_bookkeeping(carry, epsilon, next_obs, terminated, truncated, hard,
+                                                     raw_reward, lives)
+        return agents, new_carry, experience
 
+    def _learn_if_due(self, agents, iteration):
+        """Counts one vector step and runs a round of updates when one is due; returns `(agents,
+        iteration + 1, LearnedRecords)`."""
+        config, S = self.config, agents.updates.shape[0]
         iteration = iteration + 1
         due = (iteration % config.vector_steps_per_update == 0) & (
             iteration * config.num_envs >= config.learning_starts)
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
         # Health statistics add reductions to every update they run in: measure them every `health_every`.
         health_due = due & ((iteration // config.vector_steps_per_update) % self.health_rounds == 0)
-        agents, learn_metrics = jax.lax.cond(
+        # The replay is read-only in updates: it enters the branches but does not come out of
+        # them, so no branch's output is ever a copy of it (one was, when the write came after).
+        learner_part, learn_metrics = jax.lax.cond(
             due,
-            lambda a: jax.lax.cond(health_due, self._learn_with_health, self._learn_without_health, a),
-            self._skip_learn, agents)
+            lambda part, replay: jax.lax.cond(health_due, self._learn_with_health, self._learn_without_health,
+                                              part, replay),
+            self._skip_learn, agents.replace(replay=None), agents.replay)
+        agents = learner_part.replace(replay=agents.replay)
         every = config.fingerprint_every
         fingerprint = due & (agents.updates[0] // every > updates_before // every)
         params_hash, params_norm = jax.lax.cond(
@@ -308,35 +364,28 @@ class Loop:
             lambda params: (jax.vmap(tree_hash)(params), jax.vmap(optax.tree.norm)(params)),
             lambda params: (jnp.zeros((S,), jnp.uint32), jnp.zeros((S,), jnp.float32)),
             agents.params)
-
-        experience, new_carry = _episode_bookkeeping(carry, epsilon, next_obs, terminated, truncated, hard,
-                                                     raw_reward, lives)
-        record = StepRecord(
+        record = LearnedRecords(
             learn=LearnRecord(learned=due, updates=agents.updates, loss=learn_metrics["loss"],
                               q_mean=learn_metrics["q_mean"], td_abs_mean=learn_metrics["td_abs_mean"],
                               learning_rate=learn_metrics["learning_rate"], recycled=learn_metrics["recycled"]),
-            experience=experience,
             health=HealthRecord(measured=health_due, stats=learn_metrics["health"]),
             fingerprint=FingerprintRecord(due=fingerprint, batch_hash=learn_metrics["batch_hash"],
                                           params_hash=params_hash, params_norm=params_norm))
-        return agents, new_carry, iteration, record
+        return agents, iteration, record
 
-    def _learn(self, agents: AgentState, with_health: bool = True):
-        """One round of `updates_per_vector_step` updates; health statistics from the last one."""
+    def _learn(self, learner_part: AgentState, replay, with_health: bool = True):
+        """One round of `updates_per_vector_step` updates of the agents `learner_part` (their state
+        without the replay) on `replay`; returns the new `learner_part` and the round's metrics,
+        health statistics from the last update."""
         rounds = self.config.updates_per_vector_step
-        # The replay is read-only in updates: they carry and return only what they change, and the
-        # replay goes back in at the end (so no update's output is ever a copy of it).
-        replay = agents.replay
 
         def update(learner_part, health: bool):
             new, metrics = self.over_agents(functools.partial(self.learner.update, with_health=health))(
                 learner_part.replace(replay=replay))
             return new.replace(replay=None), metrics
 
-        learner_part = agents.replace(replay=None)
         if rounds == 1:
-            learner_part, metrics = update(learner_part, with_health)
-            return learner_part.replace(replay=replay), metrics
+            return update(learner_part, with_health)
         learner_part, metrics = jax.lax.scan(lambda part, _: update(part, False), learner_part, None,
                                              length=rounds - 1)
         learner_part, last = update(learner_part, with_health)
@@ -345,51 +394,73 @@ class Loop:
                     for k, m in combined.items()}
         if with_health:
             combined["health"] = last["health"]
-        return learner_part.replace(replay=replay), combined
+        return learner_part, combined
 
-    def _learn_with_health(self, agents: AgentState):
-        return self._learn(agents, with_health=True)
+    def _learn_with_health(self, learner_part: AgentState, replay):
+        return self._learn(learner_part, replay, with_health=True)
 
-    def _learn_without_health(self, agents: AgentState):
-        agents, metrics = self._learn(agents, with_health=False)
-        health = _zeros_shaped_like(jax.eval_shape(self._learn_with_health, agents)[1]["health"])
-        return agents, {**metrics, "health": health}
+    def _learn_without_health(self, learner_part: AgentState, replay):
+        learner_part, metrics = self._learn(learner_part, replay, with_health=False)
+        health = _zeros_shaped_like(jax.eval_shape(self._learn_with_health, learner_part, replay)[1]["health"])
+        return learner_part, {**metrics, "health": health}
 
-    def _skip_learn(self, agents: AgentState):
-        return agents, _zeros_shaped_like(jax.eval_shape(self._learn_with_health, agents)[1])
+    def _skip_learn(self, learner_part: AgentState, replay):
+        return learner_part, _zeros_shaped_like(jax.eval_shape(self._learn_with_health, learner_part, replay)[1])
 
     # --- fused: a whole chunk in one compiled call -------------------------------------------
     def _chunk_fn(self, state: LoopState, num_iterations: int):
         if self.mesh is None:
-            return self._scan(state, num_iterations, self._xla[0][3])
+            _, recv, send, _ = self._xla[0]
+            return self._scan(state, num_iterations, send, recv)
         return self._sharded_chunk(state, num_iterations)
 
-    def _scan(self, state: LoopState, num_iterations: int, env_step):
-        """`num_iterations` iterations of the agents in `state`, stepping their envs with `env_step`."""
+    def _scan(self, state: LoopState, num_iterations: int, send, recv):
+        """`num_iterations` iterations of the agents in `state`, stepping their envs with EnvPool's
+        `send` (handle, actions) -> handle and `recv` handle -> (handle, step), its `step` in halves."""
+        overlap = self.config.overlap_learning
 
         def iteration_fn(state: LoopState, _):
             agents, actions, epsilon = self._act_fn(state.agents, state.carry.obs)
-            handle, step_out = env_step(state.handle, actions.reshape(-1))
-            agents, carry, iteration, record = self._after_step(
-                agents, state.carry, state.iteration, actions, epsilon, step_out)
+            handle = send(state.handle, actions.reshape(-1))
+            if overlap:
+                # The barriers order the updates after the send and before the receive (they
+                # share no data with either), so the envs step while the learner runs.
+                handle, agents = _ordered(handle, agents)
+                agents, iteration, learned = self._learn_if_due(agents, state.iteration)
+                handle, agents = _ordered(handle, agents)
+                handle, step_out = recv(handle)
+                agents, carry, experience = self._write_step(_write_after_updates(agents), state.carry, actions,
+                                                             epsilon, step_out)
+                record = learned.with_experience(experience)
+            else:
+                handle, step_out = recv(handle)
+                agents, carry, iteration, record = self._after_step(
+                    agents, state.carry, state.iteration, actions, epsilon, step_out)
             return LoopState(agents, carry, iteration, handle), record
 
         return jax.lax.scan(iteration_fn, state, None, length=num_iterations)
 
     def _sharded_chunk(self, state: LoopState, num_iterations: int):
         """The chunk with agents sharded over the mesh: each device runs the scan on its agents and
-        steps its own pool. EnvPool's XLA step is bound to one pool when traced (the handle operand
-        does not select it), so each device picks its pool's step by its index on the mesh; only
-        the records leave the devices."""
-        steps = [x[3] for x in self._xla]  # this process's pools, for its devices in mesh order
+        steps its own pool. EnvPool's XLA functions are bound to one pool when traced (the handle
+        operand does not select it), so each device picks its pool's by its index on the mesh;
+        only the records leave the devices."""
+        recvs = [x[1] for x in self._xla]  # this process's pools, for its devices in mesh order
+        sends = [x[2] for x in self._xla]
         first_local = self._first_local_device()
         flat_records: dict = {}
 
-        def env_step(handle, actions):
-            return jax.lax.switch(jax.lax.axis_index(SEED_AXIS) - first_local, steps, handle, actions)
+        def pool_index():
+            return jax.lax.axis_index(SEED_AXIS) - first_local
+
+        def send(handle, actions):
+            return jax.lax.switch(pool_index(), sends, handle, actions)
+
+        def recv(handle):
+            return jax.lax.switch(pool_index(), recvs, handle)
 
         def local(state: LoopState):
-            new, records = self._scan(state._replace(handle=state.handle[0]), num_iterations, env_step)
+            new, records = self._scan(state._replace(handle=state.handle[0]), num_iterations, send, recv)
             # Records that are the same on every device ([K]: was an update due, ...) get a seed axis
             # so that one out spec fits all; the first agent's copy is taken below.
             flat_records["shared"] = jax.tree.map(lambda x: x.ndim == 1, records)
@@ -456,6 +527,11 @@ class Loop:
             return self._host_chunk(state._replace(handle=None), num_iterations)
         self._fused_compiled = True
         return result
+
+    def fused_chunk_memory(self, state: LoopState, num_iterations: int):
+        """Returns XLA's memory analysis of the fused chunk compiled for `state` (its
+        `temp_size_in_bytes` is what the chunk allocates beside its arguments)."""
+        return self._chunk.lower(state, num_iterations).compile().memory_analysis()
 
     def _fall_back_to_host(self, what: str, err: Exception) -> None:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

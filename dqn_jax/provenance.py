@@ -56,10 +56,14 @@ def versions() -> dict:
     if os.environ.get("DQN_JAX_COMMIT"):  # a copy of the tree without .git (the GPU machine's)
         found["dqn_jax_commit"] = os.environ["DQN_JAX_COMMIT"]
         return found
+    here = Path(__file__).parent
     try:
-        found["dqn_jax_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=here).stdout.strip()
+        # Code changed since that commit (results excepted) measured it, not the commit.
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!benchmarks/results"],
+                                 cwd=here.parent).returncode != 0
+        found["dqn_jax_commit"] = commit + ("+uncommitted" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         found["dqn_jax_commit"] = None
     return found

@@ -22,6 +22,9 @@ def test_speed_phase_measures_every_cell_once(tmp_path):
     assert rows["env_only envs=4"]["env_steps_per_sec"] > 0
     assert rows["learner_only S=1 batch=32"]["updates_per_sec_per_agent"] > 0
     assert rows["train_fused S=1 E=4"]["mode"] == "fused"
+    for overlap in ("off", "on"):  # the learning phases' settings, with and without overlap_learning
+        row = rows[f"train_learning_preset S=2 overlap={overlap}"]
+        assert row["mode"] == "fused" and row["overlap_learning"] == (overlap == "on") and row["seconds"] > 0
     assert json.loads(path.read_text())["versions"]["jax"]
     suite.main(["speed", "--smoke", "--results", str(tmp_path)])  # everything recorded: nothing re-measured
     assert _rows(path) == rows
@@ -50,8 +53,10 @@ def test_learning_phase_records_the_curve_and_resumes(tmp_path):
     suite = load_benchmark("gpu_suite")
     arguments = ["pong", "--smoke", "--results", str(tmp_path), "--work", str(tmp_path / "work"), "--budget-s", "300"]
     assert suite.main(arguments) == 0
-    (row,) = _rows(tmp_path / "gpu_pong_smoke_cpu.json").values()
+    ((cell, row),) = _rows(tmp_path / "gpu_pong_smoke_cpu.json").items()
     assert row["exit_code"] == 0 and row["env_steps"] == 1_200
+    assert cell == f"pong {suite.learning_settings(tmp_path / 'work' / 'pong')['digest']}"
+    assert row["settings"]["game"] == "CartPole" and row["settings"]["num_seeds"] == 2
     assert [(r["seed"], r["env_steps"]) for r in row["curve"]] == [(0, 600), (1, 600), (0, 1_200), (1, 1_200)]
     assert all(math.isfinite(r["eval_return_mean"]) and r["wall_seconds"] > 0 for r in row["curve"])
     assert (tmp_path / "gpu_pong_smoke_cpu.png").stat().st_size > 0

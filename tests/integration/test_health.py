@@ -168,6 +168,7 @@ def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
 
 def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
     config, network, _ = plants.plant("dead_layer", game="Breakout").build(0)
+    config = dataclasses.replace(config, total_steps=2_400, eval_every=2_400)  # one chunk of learning is enough
     train(config, run_dir=tmp_path, network=network)
     found = findings_of(tmp_path)
     assert set(found) == {"dead_layer"} and "torso/conv_1" in found["dead_layer"].evidence

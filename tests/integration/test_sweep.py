@@ -45,7 +45,8 @@ def test_game_sets_and_bad_sweeps(tmp_path, capsys):
 
 ATARI_FLAGS = ["--total-steps=400", "--num-envs=4", "--train-every=4", "--chunk-steps=200", "--learning-starts=200",
                "--batch-size=32", "--replay-capacity=1000", "--eval-every=400", "--eval-episodes=1",
-               "--final-eval-episodes=0", "--max-episode-steps=100", "--health-every=1000", "--no-progress"]
+               "--final-eval-episodes=0", "--max-episode-steps=100", "--eval-max-episode-steps=200",
+               "--health-every=1000", "--no-progress"]
 
 
 def test_atari_sweep_shared_by_two_processes_then_report(tmp_path, capsys):

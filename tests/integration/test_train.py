@@ -9,12 +9,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import params_after, run_loop
+from helpers import params_after, run_loop, tiny_cartpole_config
 
 from dqn_jax import envs
 from dqn_jax.evaluate import load_policy
 from dqn_jax.evaluate import main as evaluate_main
-from dqn_jax.loop import FusedLoopUnavailable, build_loop
+from dqn_jax.loop import FusedLoopUnavailable, agent_keys, build_loop
 from dqn_jax.metrics import read_metrics
 from dqn_jax.train import train
 
@@ -75,7 +75,7 @@ def test_same_seed_same_params_different_seed_different_params(tiny_cartpole):
 
 class XlaBrokenPool:
     """An EnvPool pool whose XLA interface fails as it does with a jax it was not built for: when
-    the handles are made (`at="construction"`), or when its step is traced into a program."""
+    the handles are made (`at="construction"`), or when its receive is traced into a program."""
 
     def __init__(self, pool, at: str):
         self.pool, self.at = pool, at
@@ -86,10 +86,10 @@ class XlaBrokenPool:
     def xla(self):
         if self.at == "construction":
             raise RuntimeError("envpool was built without its XLA extension")
-        handle, recv, send, _ = self.pool.xla()
+        handle, _, send, step = self.pool.xla()
 
-        def step(*args):
-            raise NotImplementedError("MLIR translation rule for primitive 'envpool_xla_step' not found")
+        def recv(*args):
+            raise NotImplementedError("MLIR translation rule for primitive 'envpool_xla_recv' not found")
 
         return handle, recv, send, step
 
@@ -108,6 +108,32 @@ def test_host_loop_matches_fused_loop_and_takes_over_when_envpool_xla_fails_to_c
     assert loop.mode == "host" and len(caught) == 1
     for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(jax.device_get(state.agents.params)), strict=True):
         np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
+
+
+def test_overlapped_learning_runs_the_updates_before_the_write_in_both_loops(tiny_cartpole):
+    """With `overlap_learning` the fused loop runs each vector step's updates between EnvPool's send
+    and receive; the host loop runs them in the same place (before the step's write), so both give
+    the same agents, and not those of the default order."""
+    overlapped = dataclasses.replace(tiny_cartpole, overlap_learning=True)
+    fused = params_after(overlapped)
+    host = params_after(dataclasses.replace(overlapped, loop="host"))
+    for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(host), strict=True):
+        np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
+    default = _params_after_once(tiny_cartpole)
+    assert not any(np.allclose(f, d) for f, d in zip(jax.tree.leaves(fused), jax.tree.leaves(default), strict=True))
+
+
+def test_overlapped_learning_does_not_copy_the_replay():
+    """The updates read the replay before the step's write: XLA copied the whole replay at every
+    step until the write was made to depend on the updates (`loop._write_after_updates`)."""
+    config = dataclasses.replace(tiny_cartpole_config(), replay_capacity=1_000_000)  # 16 MB of observations
+    temp = {}
+    for overlap in (False, True):
+        loop = build_loop(dataclasses.replace(config, overlap_learning=overlap))
+        state = loop.init(agent_keys(config))
+        replay_bytes = state.agents.replay.frames.nbytes
+        temp[overlap] = loop.fused_chunk_memory(state, 4).temp_size_in_bytes
+    assert temp[True] < temp[False] + replay_bytes / 2, (temp, replay_bytes)
 
 
 def test_a_pool_without_envpool_xla_falls_back_to_the_host_loop_with_one_warning(tiny_cartpole, monkeypatch):
