@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from dqn_jax.distributed import localhost_group_flags
 from dqn_jax.provenance import write_result
 
 
@@ -33,14 +33,9 @@ def train(run_dir: Path, game: str, seeds: int, devices: int, processes: int) ->
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices // processes}")
     command = [sys.executable, "-m", "dqn_jax.train", f"--game={game}", f"--num-seeds={seeds}",
                f"--run-dir={run_dir}", "--no-progress"]
-    if processes > 1:
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            port = s.getsockname()[1]
-        command += [f"--coordinator-address=localhost:{port}", f"--num-processes={processes}"]
+    group = localhost_group_flags(processes) if processes > 1 else [[]]
     started = time.perf_counter()
-    running = [subprocess.Popen(command + ([f"--process-id={i}"] if processes > 1 else []), env=env)
-               for i in range(processes)]
+    running = [subprocess.Popen(command + flags, env=env) for flags in group]
     codes = [p.wait() for p in running]
     if any(codes):
         raise SystemExit(f"error: a training process exited with {codes}")

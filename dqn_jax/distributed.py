@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import socket
 from typing import Sequence
 
 import jax
@@ -65,6 +66,16 @@ def split_flags(argv: Sequence[str]) -> tuple[ProcessGroup | None, list[str]]:
         raise ConfigError(f"--process-id={process_id} must be in 0..{num_processes - 1} "
                           f"for --num-processes={num_processes}")
     return ProcessGroup(address, num_processes, process_id), rest
+
+
+def localhost_group_flags(num_processes: int) -> list[list[str]]:
+    """Returns, for each of `num_processes` processes on this machine, the flags that make them one
+    group (the coordinator on a free local port): append list `i` to process `i`'s command."""
+    with socket.socket() as free:
+        free.bind(("localhost", 0))
+        port = free.getsockname()[1]
+    shared = [f"--coordinator-address=localhost:{port}", f"--num-processes={num_processes}"]
+    return [[*shared, f"--process-id={i}"] for i in range(num_processes)]
 
 
 def initialize(group: ProcessGroup) -> None:

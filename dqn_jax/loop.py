@@ -349,8 +349,7 @@ class Loop:
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
         # Health statistics add reductions to every update they run in: measure them every `health_every`.
         health_due = due & ((iteration // config.vector_steps_per_update) % self.health_rounds == 0)
-        # The replay is read-only in updates: it enters the branches but does not come out of
-        # them, so no branch's output is ever a copy of it (one was, when the write came after).
+        # The replay is read-only in updates: it enters the branches but does not come out of them.
         learner_part, learn_metrics = jax.lax.cond(
             due,
             lambda part, replay: jax.lax.cond(health_due, self._learn_with_health, self._learn_without_health,

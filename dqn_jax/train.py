@@ -361,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not distributed.is_main():
         return 0
-    print(f"final eval return {summary['final_eval_return']}, best {summary['best_eval_return']}, "
+    shown = {key: "none" if summary[key] is None else f"{summary[key]:.2f}"
+             for key in ("final_eval_return", "best_eval_return")}
+    print(f"final eval return {shown['final_eval_return']}, best {shown['best_eval_return']}, "
           f"{summary['env_steps']:,} env steps in {summary['wall_seconds']:.1f} s "
           f"({summary['steps_per_sec']:,.0f} steps/s, {summary['loop']} loop)")
     return 0

@@ -4,35 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from helpers import TINY_FLAGS
 
+from dqn_jax.distributed import localhost_group_flags
 from dqn_jax.metrics import read_metrics
 from dqn_jax.repro import compare_runs
 
 FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800", "--fingerprint-every=25", "--final-eval-episodes=0"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def train(run_dir: Path, *flags: str, processes: int = 1, devices_each: int = 4) -> list[subprocess.CompletedProcess]:
     """Runs `python -m dqn_jax.train` as `processes` processes of one group, each with
     `devices_each` forced CPU devices; returns them once all have exited."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
-    group = []
-    if processes > 1:
-        group = [f"--coordinator-address=localhost:{free_port()}", f"--num-processes={processes}"]
+    group = localhost_group_flags(processes) if processes > 1 else [[]]
     command = [sys.executable, "-m", "dqn_jax.train", *flags]
-    running = [subprocess.Popen([*command, *group, *([f"--process-id={i}"] if group else [])], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    running = [subprocess.Popen([*command, *place], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for place in group]
     done = []
     for process in running:
         stdout, stderr = process.communicate(timeout=400)

@@ -19,10 +19,18 @@ from dqn_jax.networks import QNetwork, make_network
 from dqn_jax.train import train
 
 
+def evaluated_at_chunk_ends(config):
+    """Returns `config` evaluating at its nearest chunk end at or before `eval_every`: every chunk
+    then has one length, and the fused chunk compiles once instead of twice (the plants evaluate
+    every 1,000 env steps in chunks of 400)."""
+    return dataclasses.replace(config, eval_every=max(config.chunk_steps,
+                                                      config.eval_every // config.chunk_steps * config.chunk_steps))
+
+
 @pytest.fixture
 def health_cartpole():
     # The preset's target period (the tiny fixture's copies every 20 updates, and its Q values do diverge).
-    return plants.small_cartpole(2_400)
+    return evaluated_at_chunk_ends(plants.small_cartpole(2_400))
 
 
 def findings_of(run_dir):
@@ -161,7 +169,7 @@ def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
     fires, and nothing else does — except that Q values pushed up also kill units of the second
     layer on the way (their inflated TD targets), which `plasticity_loss` rightly names too."""
     config, network, optimizer = plants.plant(rule).build(2_400)
-    train(config, run_dir=tmp_path, network=network, optimizer=optimizer)
+    train(evaluated_at_chunk_ends(config), run_dir=tmp_path, network=network, optimizer=optimizer)
     also = {"q_overestimation": {"plasticity_loss"}}.get(rule, set())
     assert set(findings_of(tmp_path)) == {rule} | also
 

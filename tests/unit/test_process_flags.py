@@ -6,7 +6,7 @@ import pytest
 
 from dqn_jax import sweep
 from dqn_jax.config import ConfigError
-from dqn_jax.distributed import ProcessGroup, split_flags
+from dqn_jax.distributed import ProcessGroup, localhost_group_flags, split_flags
 
 
 def test_sweep_shares_from_the_flag_or_slurm():
@@ -36,3 +36,11 @@ def test_process_group_flags_are_split_from_the_run_flags():
 def test_a_sweep_refuses_shares_together_with_a_process_group(tmp_path, capsys):
     assert sweep.main(["--games=CartPole", f"--out={tmp_path}", "--share=0/2", "--distributed"]) == 2
     assert capsys.readouterr().err.startswith("error: --share splits the games between processes")
+
+
+def test_localhost_group_flags_make_one_group_that_split_flags_reads():
+    flags = localhost_group_flags(3)
+    groups = [split_flags(["--seed=1", *place])[0] for place in flags]
+    assert [g.process_id for g in groups] == [0, 1, 2] and {g.num_processes for g in groups} == {3}
+    (address,) = {g.coordinator_address for g in groups}
+    assert address.startswith("localhost:") and int(address.split(":")[1]) > 0
