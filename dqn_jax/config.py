@@ -147,7 +147,9 @@ class Config:
     record_video: bool = False
     """Write a video of one evaluation episode at each new best evaluation (needs imageio)."""
     chunk_steps: int = 1_000
-    """Env steps per compiled training call; metrics are logged once per call (env steps)."""
+    """Env steps per compiled training call; metrics are logged once per call. A call also ends at
+    every evaluation and checkpoint; each other length it then has is compiled once more, so keep
+    `eval_every` and `checkpoint_every` multiples of it (env steps)."""
     loop: Literal["fused", "host"] = "fused"
     """`fused`: env stepping, replay and learning in one compiled scan (EnvPool XLA interface).
     `host`: EnvPool stepped from Python around jitted act and learn functions."""
