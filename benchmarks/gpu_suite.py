@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -343,7 +345,10 @@ def plot_curve(record: dict, title: str, path: Path) -> None:
 
 def phase_learning(phase: str, game: str, target: float | None, scale: Scale, results: Results,
                    deadline: Deadline, work: Path, png: Path) -> None:
-    """Trains (or resumes) `game` until the target or the deadline, then records its curve and times."""
+    """Trains (or resumes) `game` until the target or the deadline, then records its curve and
+    times, its plot (`png` with the settings' digest in its name) and its gzipped metrics."""
+    from dqn_jax.metrics import METRICS_FILE
+
     run_dir = work / phase
     minutes = (deadline.left() - 30) / 60  # room to write the record
     if minutes <= 0.5:
@@ -358,8 +363,13 @@ def phase_learning(phase: str, game: str, target: float | None, scale: Scale, re
     earlier = [row for row in results.rows if row["cell"] == cell]
     calls = (earlier[0]["commands"] if earlier else []) + [" ".join(command[1:])]
     results.add(cell, **record, settings=settings["changed"], commands=calls, exit_code=done.returncode)
+    # Named by the settings too, so that an earlier run's plot and metrics stay beside its row.
+    named = png.with_name(f"{png.stem}_{settings['digest']}")
     if record["curve"]:
-        plot_curve(record, f"{game}: {scale.learn_seeds} seeds in one program", png)
+        plot_curve(record, f"{game}: {scale.learn_seeds} seeds in one program", named.with_suffix(".png"))
+    if (run_dir / METRICS_FILE).exists():  # the run directory stays on the machine: its metrics come back
+        with open(run_dir / METRICS_FILE, "rb") as source, gzip.open(f"{named}_metrics.jsonl.gz", "wb") as target:
+            shutil.copyfileobj(source, target)
 
 
 # --- driver -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -59,7 +60,10 @@ def test_learning_phase_records_the_curve_and_resumes(tmp_path):
     assert row["settings"]["game"] == "CartPole" and row["settings"]["num_seeds"] == 2
     assert [(r["seed"], r["env_steps"]) for r in row["curve"]] == [(0, 600), (1, 600), (0, 1_200), (1, 1_200)]
     assert all(math.isfinite(r["eval_return_mean"]) and r["wall_seconds"] > 0 for r in row["curve"])
-    assert (tmp_path / "gpu_pong_smoke_cpu.png").stat().st_size > 0
+    digest = suite.learning_settings(tmp_path / "work" / "pong")["digest"]
+    assert (tmp_path / f"gpu_pong_smoke_cpu_{digest}.png").stat().st_size > 0
+    with gzip.open(tmp_path / f"gpu_pong_smoke_cpu_{digest}_metrics.jsonl.gz", "rt") as metrics:
+        assert sum(json.loads(line)["kind"] == "eval" for line in metrics) == 4
     suite.main(arguments)  # a second command continues the run from its checkpoint
     (row,) = _rows(tmp_path / "gpu_pong_smoke_cpu.json").values()
     assert len(row["commands"]) == 2 and "--resume=" in row["commands"][1]
