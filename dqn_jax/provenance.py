@@ -60,7 +60,7 @@ def versions() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=here).stdout.strip()
-        # Code changed since that commit (results excepted) measured it, not the commit.
+        # With uncommitted changes (results aside), the figures are not the commit's: say so.
         changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!benchmarks/results"],
                                  cwd=here.parent).returncode != 0
         found["dqn_jax_commit"] = commit + ("+uncommitted" if changed else "")
