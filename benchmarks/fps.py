@@ -110,6 +110,18 @@ def learner_and_bare(loop, agents, seconds: float, updates_per_call: int) -> tup
     return 1e3 / min(ms["many"], ms["one"]), 1e3 / ms["bare"]
 
 
+def timing_config(config, num_seeds: int, replay: int, chunk_steps: int, **changes):
+    """Returns `config` (validated) set up to time its loop with `loop_rates`: `num_seeds` agents, a
+    replay of `replay` transitions per agent (at least 64 vector steps), chunks of `chunk_steps`
+    env steps rounded down to whole vector steps, learning from the end of the fourth chunk, no
+    evaluation or checkpoint; `changes` set further fields."""
+    chunk = max(config.num_envs, chunk_steps // config.num_envs * config.num_envs)
+    return validate(dataclasses.replace(
+        config, num_seeds=num_seeds, replay_capacity=max(replay, config.num_envs * 64), chunk_steps=chunk,
+        learning_starts=max(4 * chunk, config.batch_size), progress=False, eval_every=10**9, checkpoint_every=0,
+        **changes))
+
+
 def loop_rates(config, act_seconds: float, train_seconds: float, chunk_steps: int) -> dict:
     """Returns env steps/s (all agents) of a loop acting only and then training, plus its agents.
 

@@ -162,18 +162,15 @@ def learning_preset_config(scale: Scale, overlap: bool):
     """Returns the validated config of the learning phases (the game's preset, the `gpu_atari`
     overlay on an Atari game, `learn_flags`, `learn_seeds` agents), timed with a replay of
     `scale.replay`."""
+    import fps
+
     from dqn_jax import presets
-    from dqn_jax.config import validate
 
     config = presets.preset(scale.learn_game)
     if config.is_atari:
         config = presets.load_toml(presets.overlay_path(GPU_OVERLAY), config)
     config = presets.override(config, scale.learn_flags, source="the suite's learn_flags")
-    chunk = max(config.num_envs, scale.chunk_steps // config.num_envs * config.num_envs)
-    return validate(dataclasses.replace(
-        config, num_seeds=scale.learn_seeds, replay_capacity=max(scale.replay, config.num_envs * 64),
-        learning_starts=max(4 * chunk, config.batch_size), chunk_steps=chunk, overlap_learning=overlap,
-        progress=False, eval_every=10**9, checkpoint_every=0))
+    return fps.timing_config(config, scale.learn_seeds, scale.replay, scale.chunk_steps, overlap_learning=overlap)
 
 
 def run_speed_cell(scale: Scale, parameters: dict) -> dict:

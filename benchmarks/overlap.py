@@ -17,25 +17,20 @@ import statistics
 from pathlib import Path
 
 import jax
-from fps import loop_rates  # benchmarks/, beside this file
+from fps import loop_rates, timing_config  # benchmarks/, beside this file
 
 from dqn_jax import games, presets
-from dqn_jax.config import validate
 from dqn_jax.provenance import write_result
 
 
 def overlap_configs(game: str, overlay: str | None, seeds: int, replay: int, chunk_steps: int):
     """Returns the (default, overlapped) configs measured: the game's preset (with `overlay`),
-    `seeds` agents, learning from the fourth chunk, no evaluation or checkpoint."""
+    `seeds` agents, set up for timing (`fps.timing_config`)."""
     base = presets.preset(game)
     if overlay:
         base = presets.load_toml(presets.overlay_path(overlay), base)
-    chunk = max(base.num_envs, chunk_steps // base.num_envs * base.num_envs)
-    base = validate(dataclasses.replace(
-        base, num_seeds=seeds, replay_capacity=replay, chunk_steps=chunk,
-        learning_starts=max(4 * chunk, base.batch_size),
-        progress=False, eval_every=10**9, checkpoint_every=0))
-    return base, dataclasses.replace(base, overlap_learning=True)
+    default = timing_config(base, seeds, replay, chunk_steps)
+    return default, dataclasses.replace(default, overlap_learning=True)
 
 
 def main() -> None:

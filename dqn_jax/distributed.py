@@ -124,4 +124,4 @@ def any_process(flag: bool) -> bool:
 def barrier(name: str) -> None:
     """Waits until every process has reached the barrier called `name` (nothing with one process)."""
     if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(name)
+        multihost_utils.sync_global_devices(name)

@@ -55,12 +55,12 @@ def test_learning_phase_records_the_curve_and_resumes(tmp_path):
     arguments = ["pong", "--smoke", "--results", str(tmp_path), "--work", str(tmp_path / "work"), "--budget-s", "300"]
     assert suite.main(arguments) == 0
     ((cell, row),) = _rows(tmp_path / "gpu_pong_smoke_cpu.json").items()
+    digest = suite.learning_settings(tmp_path / "work" / "pong")["digest"]
     assert row["exit_code"] == 0 and row["env_steps"] == 1_200
-    assert cell == f"pong {suite.learning_settings(tmp_path / 'work' / 'pong')['digest']}"
+    assert cell == f"pong {digest}"
     assert row["settings"]["game"] == "CartPole" and row["settings"]["num_seeds"] == 2
     assert [(r["seed"], r["env_steps"]) for r in row["curve"]] == [(0, 600), (1, 600), (0, 1_200), (1, 1_200)]
     assert all(math.isfinite(r["eval_return_mean"]) and r["wall_seconds"] > 0 for r in row["curve"])
-    digest = suite.learning_settings(tmp_path / "work" / "pong")["digest"]
     assert (tmp_path / f"gpu_pong_smoke_cpu_{digest}.png").stat().st_size > 0
     with gzip.open(tmp_path / f"gpu_pong_smoke_cpu_{digest}_metrics.jsonl.gz", "rt") as metrics:
         assert sum(json.loads(line)["kind"] == "eval" for line in metrics) == 4
