@@ -20,9 +20,13 @@ from dqn_jax.metrics import CONFIG_FILE
 
 DEFAULT_GAME = games.CARTPOLE  # `python -m dqn_jax.train` alone trains the fast sanity problem
 PROG = "python -m dqn_jax.train"
-DESCRIPTION = ("Train DQN on an EnvPool game and write a run directory. Several processes training one run "
-               "add --coordinator-address=HOST:PORT --num-processes=N --process-id=I, or --distributed to read "
-               "them from the cluster (README: Many devices and machines).")
+DESCRIPTION = ("Train DQN on an EnvPool game and write a run directory. Settings come in layers: the game's "
+               "preset (--game), then --config=NAME_OR_FILE.toml (a shipped overlay: "
+               + ", ".join(presets.shipped_overlays()) + "; or your own TOML file of fields), then the flags "
+               "below. --resume=RUN_DIR continues a run from its newest checkpoint with its own config.toml "
+               "(flags after it override, e.g. a larger --total-steps). Several processes training one run add "
+               "--coordinator-address=HOST:PORT --num-processes=N --process-id=I, or --distributed to read them "
+               "from the cluster (README: Many devices and machines).")
 
 
 def one_line_warnings() -> None:

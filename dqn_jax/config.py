@@ -57,6 +57,10 @@ class Config:
     """Atari: at most this many no-op actions at the start of every game (frames / frame skip; >= 1)."""
     max_episode_steps: int = 27_000
     """Atari: episode cap (env steps; 27,000 = 108,000 frames). CartPole always stops at 500."""
+    fire_reset: bool = False
+    """Atari: press FIRE after every reset, lost lives included (EnvPool's `use_fire_reset`, on in
+    EnvPool unless set; off here, as in DQN Zoo's and Dopamine's Atari wrappers). Given to the
+    training and the evaluation pool alike, so evaluation games start as training games do."""
 
     # --- network ---------------------------------------------------------------------------
     torso: Literal["mlp", "nature_cnn"] = "nature_cnn"

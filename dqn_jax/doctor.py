@@ -121,7 +121,12 @@ def report(run_dir: Path, out=print) -> int:
     findings = findings_by_seed(config, rows)
     path = plot(run_dir, rows)
     all_findings = [(seed, f) for seed, found in findings.items() for f in found]
-    if not all_findings:
+    learned = any(row["kind"] == "train" and row.get("loss") is not None for row in rows)
+    if not all_findings and not learned:
+        reached = max((row["env_steps"] for row in rows if row["kind"] == "train"), default=0)
+        out(f"learning has not started in {run_dir}: no update was made (learning starts at env step "
+            f"{config.learning_starts:,}; the run has {reached:,}), so there is nothing to judge yet")
+    elif not all_findings:
         out(f"healthy: no finding in {run_dir} ({len(findings)} seed(s) examined)")
     elif len(findings) == 1:
         for _, finding in all_findings:

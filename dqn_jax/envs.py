@@ -66,6 +66,7 @@ def _make(config: Config, num_envs: int, seeds: list[int], evaluation: bool):
             repeat_action_probability=config.repeat_action_probability,
             full_action_space=config.full_action_space,
             noop_max=config.noop_max,
+            use_fire_reset=config.fire_reset,
             max_episode_steps=config.eval_max_episode_steps if evaluation else config.max_episode_steps,
         )
     with warnings.catch_warnings():
@@ -92,8 +93,8 @@ def make_train_pool(config: Config, resumed_at: int = 0, agents: range | None = 
 def make_eval_pool(config: Config, stream: int = 1):
     """Returns the evaluation pool: `num_seeds * eval_episodes` envs, raw rewards, whole games.
 
-    `stream` 1 seeds the evaluations during training; `python -m dqn_jax.evaluate` uses 2, so its
-    games are not the ones the run was evaluated (and its best params chosen) on.
+    `stream` 1 seeds the evaluations during training, 2 the scoring of the best params at the end
+    of a run, 3 `python -m dqn_jax.evaluate` (`evaluate.*_STREAM`): no two play the same games.
     """
     seeds = []
     for agent in range(config.num_seeds):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqn_jax import checkpoint, envs, presets
+from dqn_jax import checkpoint, envs, games, presets
 from dqn_jax.acting import epsilon_greedy
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.config import Config, ConfigError, validate
@@ -31,6 +32,10 @@ from dqn_jax.metrics import CONFIG_FILE, write_json_atomic
 from dqn_jax.networks import make_network
 
 EVAL_KEY_STREAM = 0x5EED_E7A1  # folds the agents' seeds into a key stream separate from training
+# Env seeds and exploration keys of each kind of evaluation, so that no two play the same games:
+TRAINING_STREAM = 1  # the evaluations during training (which choose the best params)
+FINAL_SCORING_STREAM = 2  # the run's last act: its best params scored on fresh games
+COMMAND_STREAM = 3  # `python -m dqn_jax.evaluate`, after the run
 
 
 class EvalResult(NamedTuple):
@@ -54,7 +59,7 @@ def training_rewards(config: Config, raw_rewards: np.ndarray) -> np.ndarray:
 class Evaluator:
     """Plays `eval_episodes` games per agent on its own pool with given parameters."""
 
-    def __init__(self, config: Config, network=None, stream: int = 1):
+    def __init__(self, config: Config, network=None, stream: int = TRAINING_STREAM):
         """`network`: the agents' Q-network (default: the config's, for the pool's action count);
         `stream` selects the pool's seeds and exploration keys (1: the evaluations during training)."""
         self.config = config
@@ -139,7 +144,6 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 30, scale: int 
 
 
 # --- scoring a trained run -------------------------------------------------------------------------
-COMMAND_STREAM = 2  # env seeds and exploration keys of `python -m dqn_jax.evaluate`
 
 
 def run_config(run_dir: Path | str) -> Config:
@@ -197,8 +201,8 @@ def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsil
     agent_params = jax.tree.map(lambda leaf: jnp.asarray(leaf[agent]), all_params)
     network = make_network(config, num_actions_of(config))
     act = jax.jit(lambda obs, key: epsilon_greedy(key, network.apply(agent_params, obs), epsilon))
-    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 2**16))
-    return lambda observations: np.asarray(act(jnp.asarray(observations), next(keys)))
+    base, calls = jax.random.PRNGKey(seed), itertools.count()  # a fresh key per call, as many calls as wanted
+    return lambda observations: np.asarray(act(jnp.asarray(observations), jax.random.fold_in(base, next(calls))))
 
 
 def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed: int | None,
@@ -211,7 +215,8 @@ def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed:
     params, sources = load_params(run_dir, trained, which)
     evaluator = Evaluator(config, stream=COMMAND_STREAM)
     result = evaluator.run(params, env_steps=0, record_agent=0 if video else None)
-    record = {"run_dir": str(run_dir), "params": which, "episodes": episodes, "epsilon": config.eval_epsilon,
+    record = {"run_dir": str(run_dir), "game": trained.game, "params": which, "episodes": episodes,
+              "epsilon": config.eval_epsilon,
               "seed": config.seed, "eval_max_episode_steps": config.eval_max_episode_steps, "agents": []}
     for s, source in enumerate(sources):
         returns = result.returns[s]
@@ -247,10 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     for agent in record["agents"]:
+        # CartPole-v1 ends every game at 500 steps: a game that lasts them is won, not cut short.
+        ends = ("lasted CartPole's full 500 steps" if record["game"] == games.CARTPOLE
+                else f"cut at the {record['eval_max_episode_steps']:,}-step limit")
         print(f"seed {agent['seed']} ({args.params} params, env step {agent['env_steps']:,}): "
               f"{agent['return_mean']:.2f} ± {agent['return_std']:.2f} over {args.episodes} games "
-              f"(min {agent['return_min']:.1f}, max {agent['return_max']:.1f}, "
-              f"{agent['truncated']} cut by the time limit)")
+              f"(min {agent['return_min']:.1f}, max {agent['return_max']:.1f}, {agent['truncated']} {ends})")
     print(f"wrote {args.run_dir / 'evaluation.json'}" + (f" and {record['video']}" if record.get("video") else ""))
     return 0
 

@@ -14,13 +14,15 @@ import contextlib
 import dataclasses
 import difflib
 import io
+import re
 import tomllib
 from pathlib import Path
 from typing import Sequence
 
 import tomli_w
 
-from dqn_jax.config import FIELD_NAMES, Config
+from dqn_jax import games
+from dqn_jax.config import FIELD_NAMES, Config, validate
 from dqn_jax.errors import ConfigError
 
 OVERLAYS_DIR = Path(__file__).resolve().parent / "overlays"
@@ -56,11 +58,17 @@ def overlay_path(name_or_path: str | Path) -> Path:
 
 
 def preset(game: str) -> Config:
-    """Returns the preset config of a canonical game name: the defaults, the game's overlays, `game` set."""
+    """Returns the validated preset config of a game, as `--game=GAME` gets it: the defaults, then
+    the game's overlays, with the name spelled canonically (`pong` and `Pong-v5` give `Pong`'s preset).
+
+    Raises:
+      ConfigError: the game is unknown (the message names the closest known games).
+    """
+    game = games.canonical_game(game)
     config = Config(game=game)
     for name in GAME_OVERLAYS.get(game, ()):
         config = load_toml(OVERLAYS_DIR / f"{name}.toml", config)
-    return dataclasses.replace(config, game=game)
+    return validate(dataclasses.replace(config, game=game))
 
 
 def load_toml(path: Path | str, base: Config | None = None) -> Config:
@@ -139,7 +147,33 @@ def override(config: Config, args: Sequence[str], source: str = "command line", 
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
             return tyro.cli(Config, **kwargs)
     except SystemExit:
-        raise ConfigError(f"{source}: {_tyro_message(captured.getvalue())}") from None
+        message = _tyro_message(captured.getvalue())
+        raise ConfigError(f"{source}: {_as_given(message, args, toml=source.startswith('config file'))}") from None
+
+
+def flag_names() -> list[str]:
+    """Returns every config flag as the command line spells it (`--learning-rate`, `--no-progress`, ...)."""
+    names = []
+    for field in dataclasses.fields(Config):
+        flag = field.name.replace("_", "-")
+        names += [f"--{flag}", f"--no-{flag}"] if isinstance(field.default, bool) else [f"--{flag}"]
+    return names
+
+
+def _as_given(message: str, args: Sequence[str], toml: bool) -> str:
+    """Returns tyro's message with its option named as the user wrote it (`--learning_rate` or the
+    TOML key `learning_rate`, not tyro's `--learning-rate`), and a "did you mean" for unknown flags."""
+    match = re.match(r"Unrecognized options?: (\S+)", message)
+    if match:
+        unknown = match.group(1).split("=")[0]
+        close = difflib.get_close_matches(unknown.replace("_", "-"), flag_names() + ["--config", "--resume"], n=1)
+        return f"unknown option {unknown}" + (f"; did you mean {close[0]}?" if close else " (--help lists them)")
+    match = re.match(r"Error parsing (--[\w-]+)", message)
+    if match:
+        canonical = match.group(1)
+        given = next((a.split("=")[0] for a in args if a.split("=")[0].replace("_", "-") == canonical), canonical)
+        return message.replace(canonical, canonical[2:].replace("-", "_") if toml else given, 1)
+    return message
 
 
 def _tyro_message(text: str) -> str:

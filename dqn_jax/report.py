@@ -1,8 +1,9 @@
 """`python -m dqn_jax.report SWEEP_DIR | RUN_DIR ...`: scores across games and seeds, as papers report them.
 
 Reads training run directories (a sweep directory holds one per game; each run holds its seeds):
-every seed's score — its last evaluation's mean return (`--score=final`), or its best params
-scored on fresh games at the end (`--score=best_params`) — per game; human-normalized scores for
+every seed's score — its best params scored on fresh games at the end of its run
+(`--score=best_params`, the default and the project's one score: `best_params_return`), or its last
+evaluation's mean return (`--score=final`) — per game; human-normalized scores for
 the Atari-57 games (`scores.RANDOM_AND_HUMAN`), raw returns for the others; and, over the games
 that have human scores (or, when none has, over the raw returns), the mean, median, interquartile
 mean and optimality gap with stratified-bootstrap 95% confidence intervals. Writes `report.json`,
@@ -73,13 +74,17 @@ def score_matrix(by_game: dict[str, dict], normalized: bool) -> tuple[list[str],
     return names, np.array([by_game[g][key][:runs] for g in names]).T.reshape(runs, len(names))
 
 
-def build(paths: Sequence[Path], score: str = "final", reps: int = 2_000, seed: int = 0) -> dict:
+def build(paths: Sequence[Path], score: str = "best_params", reps: int = 2_000, seed: int = 0) -> dict:
     """Returns the report of the runs under `paths` (what `report.json` holds).
 
     Raises:
       ReportError: no run directory, or a seed without the requested score.
     """
-    runs = find_runs(paths)
+    if score not in SCORE_FIELDS:
+        raise ReportError(f"score = {score!r} is not a score; choose one of {', '.join(sorted(SCORE_FIELDS))}")
+    if reps < 1:
+        raise ReportError(f"reps = {reps} must be at least 1 (bootstrap replicates)")
+    runs = find_runs([Path(p) for p in paths])
     if not runs:
         raise ReportError(f"no run directory (with {SUMMARY_FILE}) in {', '.join(map(str, paths))}; pass a sweep "
                           "directory or training run directories")
@@ -93,7 +98,7 @@ def build(paths: Sequence[Path], score: str = "final", reps: int = 2_000, seed: 
         "runs": [str(r) for r in runs], "score": SCORE_FIELDS[score],
         "aggregated_over": "human_normalized" if with_human else "raw_return", "aggregated_games": names,
         "runs_per_game": int(matrix.shape[0]), "bootstrap_reps": reps, "bootstrap_seed": seed,
-        "aggregates": scores.aggregates(matrix, reps=reps, seed=seed) if matrix.size else None,
+        "aggregates": scores.aggregates(matrix, reps=reps, seed=seed, normalized=with_human) if matrix.size else None,
         "games": {game: {**entry, "raw_mean": float(np.mean(entry["raw"])), "normalized_mean": (
                              None if entry["normalized"] is None else float(np.mean(entry["normalized"])))}
                   for game, entry in sorted(by_game.items())},
@@ -177,14 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", type=Path, nargs="+", help="a sweep directory, or run directories")
-    parser.add_argument("--score", choices=sorted(SCORE_FIELDS), default="final",
-                        help="each seed's last evaluation (final) or its best params on fresh games (best_params)")
+    parser.add_argument("--score", choices=sorted(SCORE_FIELDS), default="best_params",
+                        help="each seed's best params scored on fresh games at the end of its run (best_params, "
+                             "the default: the score train's last line and summary.json give), or its last "
+                             "evaluation (final)")
     parser.add_argument("--reps", type=int, default=2_000, help="bootstrap replicates (default 2000)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first path)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.reps < 1:
-            raise ReportError("--reps must be at least 1")
         report = build(args.paths, args.score, args.reps)
     except (ReportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

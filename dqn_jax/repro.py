@@ -143,11 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_line_warnings()
     try:
         if argv[:1] == ["compare"]:
-            parser = argparse.ArgumentParser(prog="python -m dqn_jax.repro compare")
+            parser = argparse.ArgumentParser(prog="python -m dqn_jax.repro compare",
+                                             description="Compare the fingerprint rows of two run directories "
+                                                         "(exit 0 identical, 1 parted, 2 bad input).")
             parser.add_argument("run_a", type=Path)
             parser.add_argument("run_b", type=Path)
             args = parser.parse_args(argv[1:])
             return 0 if compare_runs(args.run_a, args.run_b) else 1
+        if "-h" in argv or "--help" in argv:
+            print(__doc__.strip())
+            print("\nTraining flags: every flag of `python -m dqn_jax.train --help`, e.g. --game, --seed, --config.")
+            return 0
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("--steps", type=int, default=20_000)
         parser.add_argument("--other-seed", type=int, default=None)

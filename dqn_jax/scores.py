@@ -94,10 +94,17 @@ def stratified_bootstrap(scores: np.ndarray, statistic: Callable[[np.ndarray], f
     return float(low), float(high)
 
 
-def aggregates(scores: np.ndarray, reps: int = 2_000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Returns {mean, median, iqm, optimality_gap: {estimate, ci_low, ci_high}} for scores [runs, games]."""
+def aggregates(scores: np.ndarray, reps: int = 2_000, seed: int = 0,
+               normalized: bool = True) -> dict[str, dict[str, float]]:
+    """Returns {mean, median, iqm, optimality_gap: {estimate, ci_low, ci_high}} for scores [runs, games].
+
+    Without `normalized` (raw returns) there is no optimality gap: its threshold 1 means human level
+    only on the human-normalized scale.
+    """
     out = {}
     for name, statistic in AGGREGATES.items():
+        if name == "optimality_gap" and not normalized:
+            continue
         low, high = stratified_bootstrap(scores, statistic, reps=reps, seed=seed)
         out[name] = {"estimate": statistic(scores), "ci_low": low, "ci_high": high}
     return out

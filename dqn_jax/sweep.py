@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dqn_jax import checkpoint, distributed, games
+from dqn_jax.cli import parse_config
 from dqn_jax.config import ConfigError
 from dqn_jax.metrics import SUMMARY_FILE
 from dqn_jax.train import main as train_main
@@ -108,6 +109,63 @@ def parse_share(spec: str | None, environ=os.environ) -> tuple[int, int]:
     return index, count
 
 
+def sweep(games_spec: str | Sequence[str], out: Path | str, num_seeds: int = 5, flags: Sequence[str] = (),
+          share: str | None = None, say=print) -> list[str]:
+    """Trains (or resumes, or skips when finished) one run directory per game under `out`; returns
+    the games of this process's share that did not finish.
+
+    `games_spec`: `"Pong,Breakout"`, `"atari5"`, or a list of names; `flags`: training flags, as on
+    the command line (`["--total-steps=500000"]`). Every game's config is built and validated
+    before the first one trains, so a bad flag stops the sweep at once.
+
+    Raises:
+      ConfigError: an unknown game or set, a bad share, or a training flag the command line would
+        refuse (one line, as `python -m dqn_jax.sweep` prints it).
+    """
+    flags = list(flags)
+    bad = [f for f in flags if f.split("=")[0] in ("--game", "--run-dir", "--resume")]
+    if bad:
+        raise ConfigError(f"{bad[0].split('=')[0]} is set by the sweep itself (one run directory per game "
+                          "under --out); leave it out")
+    if num_seeds < 1:
+        raise ConfigError(f"num_seeds = {num_seeds} is invalid: must be a positive integer")
+    chosen = resolve_games(games_spec if isinstance(games_spec, str) else ",".join(games_spec))
+    group, training_flags = distributed.split_flags(flags)
+    for game in chosen:  # refuse a bad flag before any game trains
+        parse_config([f"--game={game}", f"--num-seeds={num_seeds}", *training_flags])
+    total = _total_steps(flags)
+    if group is not None and share is not None:
+        raise ConfigError("--share splits the games between processes, the process-group flags train each "
+                          "game with all of them: pass one or the other")
+    share_index, share_count = (0, 1) if group is not None else parse_share(share)
+    if group is not None:
+        distributed.initialize(group)  # once, for every game's run (train's own call is then a no-op)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if group is not None and not distributed.is_main():
+        say = lambda *a, **k: None  # noqa: E731 - process 0 speaks for the group
+    failed = []
+    mine = [(index, game) for index, game in enumerate(chosen, start=1) if (index - 1) % share_count == share_index]
+    of_share = f", share {share_index}/{share_count}" if share_count > 1 else ""
+    for done_before, (index, game) in enumerate(mine):
+        run_dir = out / game
+        state = state_of(run_dir, total)
+        say(f"sweep: {game} (game {index} of {len(chosen)}{of_share}; {done_before - len(failed)}/{len(mine)} done): "
+            + {"done": "finished, skipped", "resume": "resuming", "new": "starting"}[state], flush=True)
+        if state == "done":
+            continue
+        if state == "resume":
+            code = train_main([f"--resume={run_dir}", *flags])
+        else:
+            code = train_main([f"--game={game}", f"--num-seeds={num_seeds}", f"--run-dir={run_dir}", *flags])
+        if code != 0 or state_of(run_dir, total) != "done":
+            failed.append(game)
+    say(f"sweep: {len(mine) - len(failed)}/{len(mine)} games finished in {out}{of_share}"
+        + (f"; not finished: {', '.join(failed)} (run the same command again to resume)" if failed else "")
+        + f". Scores: python -m dqn_jax.report {out}")
+    return failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.sweep", description=__doc__.split("\n\n")[0],
@@ -118,47 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--share", default=None,
                         help="I/N: this process trains games I, I+N, I+2N, ... (default: SLURM's task, else all)")
     args, flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    bad = [f for f in flags if f.split("=")[0] in ("--game", "--run-dir", "--resume")]
     try:
-        if bad:
-            raise ConfigError(f"{bad[0].split('=')[0]} is set by the sweep itself (one run directory per game "
-                              "under --out); leave it out")
-        chosen = resolve_games(args.games)
-        total = _total_steps(flags)
-        group, _ = distributed.split_flags(flags)
-        if group is not None and args.share is not None:
-            raise ConfigError("--share splits the games between processes, the process-group flags train each "
-                              "game with all of them: pass one or the other")
-        share_index, share_count = (0, 1) if group is not None else parse_share(args.share)
-        if group is not None:
-            distributed.initialize(group)  # once, for every game's run (train's own call is then a no-op)
+        failed = sweep(args.games, args.out, args.num_seeds, flags, args.share)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    say = print if group is None or distributed.is_main() else (lambda *a, **k: None)
-    failed = []
-    mine = [(index, game) for index, game in enumerate(chosen, start=1) if (index - 1) % share_count == share_index]
-    share = f", share {share_index}/{share_count}" if share_count > 1 else ""
-    for done_before, (index, game) in enumerate(mine):
-        run_dir = args.out / game
-        state = state_of(run_dir, total)
-        say(f"sweep: {game} (game {index} of {len(chosen)}{share}; {done_before - len(failed)}/{len(mine)} done): "
-            + {"done": "finished, skipped", "resume": "resuming", "new": "starting"}[state], flush=True)
-        if state == "done":
-            continue
-        if state == "resume":
-            code = train_main([f"--resume={run_dir}", *flags])
-        else:
-            code = train_main([f"--game={game}", f"--num-seeds={args.num_seeds}", f"--run-dir={run_dir}", *flags])
-        if code == 2:
-            return 2  # a bad training flag: every game would refuse it
-        if code != 0 or state_of(run_dir, total) != "done":
-            failed.append(game)
-    done = len(mine) - len(failed)
-    say(f"sweep: {done}/{len(mine)} games finished in {args.out}{share}"
-          + (f"; not finished: {', '.join(failed)} (run the same command again to resume)" if failed else "")
-          + f". Scores: python -m dqn_jax.report {args.out}")
     return 1 if failed else 0
 
 

@@ -28,9 +28,9 @@ from dqn_jax import checkpoint, distributed, envs, preflight, presets
 from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.cli import one_line_warnings, parse_command
-from dqn_jax.config import Config, ConfigError
+from dqn_jax.config import Config, ConfigError, validate
 from dqn_jax.diagnostics import Finding, History, across_seeds, diagnose
-from dqn_jax.evaluate import COMMAND_STREAM, Evaluator, load_params, write_video
+from dqn_jax.evaluate import FINAL_SCORING_STREAM, Evaluator, load_params, write_video
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, NoWriter, RunWriter, read_metrics, write_json_atomic
 from dqn_jax.progress import Progress, Remaining, StopRequests
@@ -77,6 +77,7 @@ class Trainer:
         self.checkpoints = checkpoint.StateCheckpoints(run_dir, keep=config.keep_checkpoints)
         self.writer = RunWriter(run_dir, multi_seed=config.num_seeds > 1) if self.main else NoWriter()
         self.progress = Progress(config.total_steps, config.progress, silent=not self.main)
+        self.progress.update(self.book.env_steps)  # a resumed run's bar starts where its checkpoint was
         self.remaining = Remaining(config.total_steps, config.learning_starts)
         self.warned_cpu_duration = False
         self.halted: str | None = None  # the rule (or `non_finite_loss`) that stopped the run
@@ -245,9 +246,12 @@ class Trainer:
         config = self.config
         if not config.final_eval_episodes or not all(np.isfinite(self.book.best)):
             return
+        self.progress.log(f"scoring the best params on {config.final_eval_episodes} fresh games "
+                          "(whole games: minutes for a weak Atari agent; --final-eval-episodes=0 skips it)")
         params, _ = load_params(self.run_dir, config, "best")
         games = dataclasses.replace(config, eval_episodes=config.final_eval_episodes)
-        result = Evaluator(games, self.loop.learner.network, stream=COMMAND_STREAM).run(params, self.book.env_steps)
+        evaluator = Evaluator(games, self.loop.learner.network, stream=FINAL_SCORING_STREAM)
+        result = evaluator.run(params, self.book.env_steps)
         self.best_params_returns = result.returns.mean(axis=1).tolist()
         self.progress.log(f"best params on {config.final_eval_episodes} fresh games: "
                           f"{np.mean(self.best_params_returns):.2f}" + (
@@ -271,11 +275,13 @@ class Trainer:
         trained = steps - (self.resumed_at or 0)
         summary = {
             "game": self.config.game,
+            "run_dir": str(self.run_dir),
             "final_eval_return": finite_or_none(float(np.mean(book.last_eval))),
             "best_eval_return": finite_or_none(float(np.mean(book.best))),
             "max_eval_return": finite_or_none(float(np.mean(book.best))),
             "best_params_return": (None if self.best_params_returns is None
                                    else float(np.mean(self.best_params_returns))),
+            "best_params_games": self.config.final_eval_episodes if self.best_params_returns is not None else 0,
             "env_steps": steps,
             "wall_seconds": wall_seconds,
             "steps_per_sec": trained / wall_seconds,
@@ -320,16 +326,49 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
       ConfigError: the run's replay and parameters do not fit in the memory available (checked
         before anything is allocated).
     """
+    config = validate(config)
     memory = preflight.check(config)
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
+    if resume:
+        check_resume(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, run_dir, network, optimizer, resume)
     built = sum(leaf.size for leaf in jax.tree.leaves(trainer.state.agents.params)) // config.num_seeds
     trainer.progress.log(preflight.describe(config, dataclasses.replace(memory, num_params=built),
                                             devices=trainer.loop.num_devices))
+    trainer.progress.log(f"run directory: {run_dir}" + (
+        f" (resumed from its checkpoint at env step {trainer.resumed_at:,} of {config.total_steps:,})"
+        if resume else ""))
     summary = trainer.run()
     distributed.barrier("summary written")  # the other processes read it next (a sweep's `state_of`)
     return summary
+
+
+def check_resume(config: Config, run_dir: Path) -> None:
+    """Refuses, before anything is built, a resume that would train nothing.
+
+    Raises:
+      CheckpointError: the run has no checkpoint to resume from.
+      ConfigError: `total_steps` is at or below the newest checkpoint's env steps.
+    """
+    at = checkpoint.require_latest_step(run_dir)
+    if config.total_steps <= at:
+        raise ConfigError(f"total_steps = {config.total_steps:,} is not past the checkpoint of {run_dir} at env step "
+                          f"{at:,}: nothing to train; pass --total-steps above {at:,} to continue the run")
+
+
+def final_line(summary: dict, run_dir: Path) -> str:
+    """Returns the last line `python -m dqn_jax.train` prints: the returns, then the env steps and the
+    time of this process alone (a resumed run says from where), then the run directory."""
+    def shown(key: str) -> str:
+        return "none" if summary[key] is None else f"{summary[key]:.2f}"
+
+    steps, since = summary["env_steps"], summary["resumed_from"]
+    trained = f"{steps - since:,} env steps ({since:,} → {steps:,})" if since else f"{steps:,} env steps"
+    score = ("" if summary["best_params_return"] is None else
+             f"score {shown('best_params_return')} (best params on {summary['best_params_games']} fresh games), ")
+    return (f"{score}last evaluation {shown('final_eval_return')}, {trained} in {summary['wall_seconds']:.1f} s "
+            f"({summary['steps_per_sec']:,.0f} steps/s, {summary['loop']} loop); run directory {run_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,11 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not distributed.is_main():
         return 0
-    shown = {key: "none" if summary[key] is None else f"{summary[key]:.2f}"
-             for key in ("final_eval_return", "best_eval_return")}
-    print(f"final eval return {shown['final_eval_return']}, best {shown['best_eval_return']}, "
-          f"{summary['env_steps']:,} env steps in {summary['wall_seconds']:.1f} s "
-          f"({summary['steps_per_sec']:,.0f} steps/s, {summary['loop']} loop)")
+    print(final_line(summary, Path(summary["run_dir"])))
     return 0
 
 

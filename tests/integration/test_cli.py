@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import run_cli
+from helpers import TINY_FLAGS, run_cli
 
 
 def test_cli_config_error_is_one_line_without_traceback():
@@ -31,3 +31,15 @@ def test_cli_refuses_a_replay_over_memory_before_allocating():
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("error: this run needs about 7,067.03 GB for its replay (1,000,000,000 transitions")
     assert line.endswith("lower --replay-capacity") and "Traceback" not in result.stdout
+
+
+def test_process_zero_alone_gets_one_line_naming_the_missing_process():
+    from dqn_jax.distributed import localhost_group_flags
+
+    start = time.monotonic()
+    result = run_cli("dqn_jax.train", *TINY_FLAGS, *localhost_group_flags(2)[0], "--distributed-timeout=3",
+                     timeout=120)
+    assert result.returncode == 2 and time.monotonic() - start < 60
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: the process group at localhost:") and "process 1 of 2 never came" in line
+    assert "Traceback" not in result.stdout + result.stderr

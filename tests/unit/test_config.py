@@ -96,8 +96,8 @@ def test_invalid_values_name_field_value_and_fix(args, message):
 
 @pytest.mark.parametrize("text, message", [
     ("learning_rte = 0.1\n", "unknown config field 'learning_rte'; did you mean 'learning_rate'"),
-    ('batch_size = "big"\n', "Error parsing --batch-size"),
-    ("batch_size = 1.5\n", "Error parsing --batch-size"),
+    ('batch_size = "big"\n', "Error parsing batch_size:"),
+    ("batch_size = 1.5\n", "Error parsing batch_size:"),
     ("double_dqn = 3\n", "field 'double_dqn' = 3 has the wrong type: write true or false"),
     ('loss = "hub"\n', "invalid choice 'hub'"),
     ("batch_size = \n", "is not valid TOML"),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+
 import pytest
 
 from dqn_jax import sweep
 from dqn_jax.config import ConfigError
-from dqn_jax.distributed import ProcessGroup, localhost_group_flags, split_flags
+from dqn_jax.distributed import ProcessGroup, localhost_group_flags, rendezvous, split_flags
 
 
 def test_sweep_shares_from_the_flag_or_slurm():
@@ -31,6 +35,9 @@ def test_process_group_flags_are_split_from_the_run_flags():
         split_flags(["--coordinator-address=h:1", "--num-processes=2", "--process-id=2"])
     with pytest.raises(ConfigError, match="whole numbers"):
         split_flags(["--coordinator-address=h:1", "--num-processes=two", "--process-id=0"])
+    assert split_flags(["--distributed", "--distributed-timeout=30"])[0] == ProcessGroup(timeout_s=30.0)
+    with pytest.raises(ConfigError, match="--distributed-timeout=soon: give the seconds"):
+        split_flags(["--distributed", "--distributed-timeout=soon"])
 
 
 def test_a_sweep_refuses_shares_together_with_a_process_group(tmp_path, capsys):
@@ -44,3 +51,41 @@ def test_localhost_group_flags_make_one_group_that_split_flags_reads():
     assert [g.process_id for g in groups] == [0, 1, 2] and {g.num_processes for g in groups} == {3}
     (address,) = {g.coordinator_address for g in groups}
     assert address.startswith("localhost:") and int(address.split(":")[1]) > 0
+
+
+def _groups(num_processes: int, timeout_s: float) -> list[ProcessGroup]:
+    return [dataclasses.replace(split_flags(place)[0], timeout_s=timeout_s)
+            for place in localhost_group_flags(num_processes)]
+
+
+def test_the_processes_of_a_group_meet_whichever_starts_first():
+    groups = _groups(3, timeout_s=20)
+    errors = []
+
+    def meet(group, delay):
+        time.sleep(delay)
+        try:
+            rendezvous(group)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=meet, args=(g, d)) for g, d in zip(groups, (0.5, 0.0, 1.0), strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_a_group_that_cannot_form_says_who_is_missing_within_its_timeout():
+    coordinator, _, late = _groups(3, timeout_s=1.5)
+    joined = threading.Thread(target=lambda: pytest.raises(ConfigError, rendezvous, late))
+    joined.start()
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"did not form within 1.5 s: process 1 of 3 never came"):
+        rendezvous(coordinator)
+    assert time.monotonic() - start < 5
+    joined.join(10)
+    alone = _groups(2, timeout_s=1.0)[1]
+    with pytest.raises(ConfigError, match=r"process 1 of 2 could not meet process 0 at localhost:\d+ within 1 s"):
+        rendezvous(alone)

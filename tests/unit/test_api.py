@@ -1,0 +1,94 @@
+"""The Python entry points resolve names and validate exactly as the command line does."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+from dqn_jax import presets, sweep
+from dqn_jax import train as train_module
+from dqn_jax.cli import parse_command, parse_config
+from dqn_jax.config import Config, ConfigError
+
+
+@pytest.mark.parametrize("name", ["Pong", "pong", "Pong-v5", "CartPole", "cartpole"])
+def test_preset_gives_the_config_the_command_line_gives(name):
+    assert presets.to_toml(presets.preset(name)) == presets.to_toml(parse_config([f"--game={name}"]))
+
+
+def test_preset_of_a_lowercase_name_is_the_games_preset_and_an_unknown_name_is_refused():
+    pong = presets.preset("pong")
+    assert pong.game == "Pong" and pong.batch_size == 96  # Pong's preset, not the bare Nature defaults
+    with pytest.raises(ConfigError, match=r"game = 'Pongg' is not an EnvPool game; did you mean Pong"):
+        presets.preset("Pongg")
+
+
+def test_train_refuses_an_invalid_config_before_writing_anything(tmp_path):
+    config = dataclasses.replace(presets.preset("CartPole"), learning_rate=-1.0)
+    with pytest.raises(ConfigError, match=r"^learning_rate = -1.0 is invalid: must be > 0$"):
+        train_module.train(config, run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="is not an EnvPool game"):
+        train_module.train(Config(game="Pongg"), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_readme_python_quick_start_runs_as_written(monkeypatch):
+    block = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    trained = []
+
+    def fake_train(config, run_dir=None, **_):
+        trained.append((config, run_dir))
+        return {"best_params_return": 500.0, "run_dir": str(run_dir)}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    exec(compile(block, "README.md", "exec"), {})
+    (config, run_dir), = trained
+    assert presets.to_toml(config) == presets.to_toml(parse_config(["--game=CartPole", "--seed=3"]))
+    assert Path(run_dir) == Path("runs/cartpole-s3")
+
+
+def test_sweep_refuses_a_bad_training_flag_before_any_game_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "train_main", lambda argv: pytest.fail("a game was trained"))
+    with pytest.raises(ConfigError, match=r"learning_rate = -1.0 is invalid"):
+        sweep.sweep("CartPole,Pong", tmp_path / "sweep", num_seeds=2, flags=["--learning-rate=-1"])
+    with pytest.raises(ConfigError, match="did you mean Pong"):
+        sweep.sweep(["CartPole", "Pongg"], tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learnin-rate=3"], "command line: unknown option --learnin-rate; did you mean --learning-rate?"),
+    (["--no-progres"], "command line: unknown option --no-progres; did you mean --no-progress?"),
+    (["--learning_rate=abc"], "command line: Error parsing --learning_rate: could not convert string to float"),
+])
+def test_flag_errors_name_the_option_as_typed_and_suggest_the_closest(argv, message):
+    with pytest.raises(ConfigError) as err:
+        parse_command(["--game=CartPole", *argv])
+    assert str(err.value).startswith(message)
+
+
+def test_a_wrong_type_in_a_toml_overlay_names_its_key(tmp_path):
+    overlay = tmp_path / "mine.toml"
+    overlay.write_text('total_steps = "lots"\n')
+    with pytest.raises(ConfigError, match=r"config file .*mine.toml: Error parsing total_steps: invalid literal"):
+        parse_config(["--game=CartPole", f"--config={overlay}"])
+
+
+def test_help_names_the_config_overlays_and_resume(capsys):
+    with pytest.raises(SystemExit):
+        parse_command(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--config=NAME_OR_FILE.toml" in text and "--resume=RUN_DIR" in text and "cpu_atari" in text
+
+
+def test_repro_help_describes_repro_and_compare(capsys):
+    from dqn_jax import repro
+
+    assert repro.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Is training reproducible to the bit?") and "repro compare RUN_A RUN_B" in text
+    assert "usage: python -m dqn_jax.train" not in text
