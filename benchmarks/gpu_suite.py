@@ -244,7 +244,7 @@ def phase_determinism(scale: Scale, results: Results, deadline: Deadline) -> Non
         xla = env.get("XLA_FLAGS", "").replace(DETERMINISTIC_FLAG, "").strip()
         env["XLA_FLAGS"] = f"{xla} {DETERMINISTIC_FLAG}".strip() if deterministic else xla
         env.pop("DQN_JAX_NONDETERMINISTIC", None)
-        if not deterministic:  # importing dqn_jax adds the flag unless told not to
+        if not deterministic:  # the repro command adds the flag unless told not to
             env["DQN_JAX_NONDETERMINISTIC"] = "1"
         start = time.monotonic()
         try:

@@ -24,10 +24,11 @@ __all__ = ["Config", "ConfigError", "FIELD_NAMES", "validate"]
 class Config:
     """Everything that defines a DQN run. Derived values are properties, never stored.
 
-    The defaults are the Nature DQN settings (Mnih et al. 2015) for any Atari game, stated here
-    once; a game's preset layers its overlays on them (`presets.preset`). Where the defaults
-    depart from Nature it is said beside the field: Adam instead of RMSProp, 8 environments
-    stepped together, ε decayed over 1M frames of all environments.
+    The defaults are the Nature DQN protocol (Mnih et al. 2015, as DeepMind's released code and DQN
+    Zoo run it) for any Atari game, stated here once; a game's preset layers its overlays on them
+    (`presets.preset`). Every departure (Adam instead of RMSProp, 8 environments stepped together,
+    whole evaluation games of up to 30 minutes, ...) is listed with its source in docs/DESIGN.md,
+    "The Atari protocol", and said beside its field.
     """
 
     # --- what to train ---------------------------------------------------------------------
@@ -90,7 +91,8 @@ class Config:
     batch_size: int = 32
     """Transitions per update (count)."""
     learning_rate: float = 1e-4
-    """Adam learning rate at the first update (Nature: RMSProp at 2.5e-4; Adam as in Dopamine and DQN Zoo's DQN)."""
+    """Adam learning rate at the first update (Nature, DQN Zoo's DQN and Dopamine's TensorFlow DQN use
+    RMSProp at 2.5e-4; Adam at 1e-4 as CleanRL's dqn_atari_jax; Dopamine's JAX DQN: Adam at 6.25e-5)."""
     learning_rate_end: float = 1e-4
     """Adam learning rate at the end of the decay (linear decay; equal to the start = constant)."""
     learning_rate_decay_start: int = 0
@@ -98,7 +100,8 @@ class Config:
     learning_rate_decay_steps: int = 10_000_000
     """Length of the learning-rate decay (env steps)."""
     adam_eps: float = 1.5e-4
-    """Adam epsilon (numerical floor of the second-moment denominator; 1.5e-4 = 0.01 / batch 32, as Dopamine)."""
+    """Adam epsilon (numerical floor of the second-moment denominator; 1.5e-4 as Dopamine's JAX DQN and
+    Rainbow, Hessel et al. 2018)."""
     max_grad_norm: float = 0.0
     """Clip the global gradient norm to this value (0 = no clipping)."""
     train_every: int = 4
@@ -124,16 +127,18 @@ class Config:
     """Exploration rate at env step 0 (probability)."""
     epsilon_end: float = 0.1
     """Exploration rate after `epsilon_decay_steps` (probability)."""
-    epsilon_decay_steps: int = 250_000
-    """Length of the linear exploration decay (env steps; 250,000 = 1M frames). It counts from env
-    step 0, so the random steps before `learning_starts` use part of it; DeepMind's released DQN
-    code (deepmind/dqn, `run_gpu`: `eps_endt` = the replay size, 1M) anneals over 1M agent steps."""
-    epsilon_hold_until_learning: bool = False
-    """Hold ε at `epsilon_start` until `learning_starts`, then decay (Dopamine's convention)."""
+    epsilon_decay_steps: int = 1_000_000
+    """Length of the linear exploration decay (env steps; 1,000,000 = 4M frames, as DeepMind's
+    released DQN code, `eps_endt` = 1M agent steps, and DQN Zoo, 2% of 200M frames; Dopamine:
+    250,000). It starts at `learning_starts` with `epsilon_hold_until_learning`, else at step 0."""
+    epsilon_hold_until_learning: bool = True
+    """Hold ε at `epsilon_start` until `learning_starts`, then decay (as DeepMind's released code, DQN
+    Zoo and Dopamine do); off: the decay counts from env step 0."""
 
     # --- evaluation, logging, run directory ------------------------------------------------
-    eval_every: int = 10_000
-    """Evaluate the greedy-ish policy every this many env steps (env steps)."""
+    eval_every: int = 250_000
+    """Evaluate the greedy-ish policy every this many env steps (env steps; 250,000 = 1M frames, the
+    iteration of DQN Zoo and Dopamine, which then play 125,000 env steps of evaluation)."""
     eval_episodes: int = 8
     """Episodes per evaluation, one per evaluation environment (count)."""
     eval_epsilon: float = 0.05

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqn_jax import checkpoint, envs, games, presets
+from dqn_jax import checkpoint, determinism, envs, games, presets
 from dqn_jax.acting import epsilon_greedy
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.config import Config, ConfigError, validate
@@ -189,9 +188,28 @@ def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object
     return agents.params, [{"seed": seed, "env_steps": step} for seed in seeds]
 
 
+class Policy:
+    """One agent's ε-greedy policy: `policy(observations [B, ...]) -> actions [B] int32`.
+
+    Call number `calls` draws its exploration from `fold_in(PRNGKey(seed), calls)`: as many calls as
+    wanted, and the same actions again for the same seed and call number.
+    """
+
+    def __init__(self, network, params, epsilon: float, seed: int):
+        self._act = jax.jit(lambda obs, key, n: epsilon_greedy(jax.random.fold_in(key, n),
+                                                               network.apply(params, obs), epsilon))
+        self._key = jax.random.PRNGKey(seed)
+        self.calls = 0
+
+    def __call__(self, observations) -> np.ndarray:
+        actions = self._act(jnp.asarray(observations), self._key, np.uint32(self.calls))
+        self.calls += 1
+        return np.asarray(actions)
+
+
 def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsilon: float = 0.0,
-                seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """Returns `policy(observations [B, ...]) -> actions [B] int32` of one agent of a trained run.
+                seed: int = 0) -> Policy:
+    """Returns the `Policy` of one agent of a trained run: `policy(observations [B, ...]) -> actions [B] int32`.
 
     Greedy with probability 1 - `epsilon` (exploration drawn from `seed`); observations as the
     game's EnvPool pool returns them (Atari: [B, 4, 84, 84] uint8).
@@ -199,15 +217,24 @@ def load_policy(run_dir: Path | str, params: str = "best", agent: int = 0, epsil
     config = run_config(run_dir)
     all_params, _ = load_params(run_dir, config, params)
     agent_params = jax.tree.map(lambda leaf: jnp.asarray(leaf[agent]), all_params)
-    network = make_network(config, num_actions_of(config))
-    act = jax.jit(lambda obs, key: epsilon_greedy(key, network.apply(agent_params, obs), epsilon))
-    base, calls = jax.random.PRNGKey(seed), itertools.count()  # a fresh key per call, as many calls as wanted
-    return lambda observations: np.asarray(act(jnp.asarray(observations), jax.random.fold_in(base, next(calls))))
+    return Policy(make_network(config, num_actions_of(config)), agent_params, epsilon, seed)
 
 
 def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed: int | None,
           video: bool) -> dict:
-    """Plays `episodes` fresh games per agent of a run; returns the record written to `evaluation.json`."""
+    """Plays `episodes` fresh games per agent of a run; returns the record written to `evaluation.json`.
+
+    Raises:
+      ConfigError: no run there, `which` is not `best` or `last`, fewer than one game, or an
+        exploration rate outside [0, 1].
+      CheckpointError: the params are missing or cannot be read.
+    """
+    if which not in ("best", "last"):
+        raise ConfigError(f"params = {which!r}: choose best (each seed's best-evaluation params) or last "
+                          "(the newest state checkpoint)")
+    if episodes < 1:
+        raise ConfigError(f"--episodes={episodes}: play at least one game")
+    run_dir = Path(run_dir)
     trained = run_config(run_dir)
     config = dataclasses.replace(trained, eval_episodes=episodes, seed=trained.seed if seed is None else seed,
                                  eval_epsilon=trained.eval_epsilon if epsilon is None else epsilon)
@@ -233,6 +260,7 @@ def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
+    determinism.request_deterministic_ops()  # before anything starts a JAX backend
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.evaluate",
                                      description="Score a trained run's agents on fresh games.")
     parser.add_argument("run_dir", type=Path)
@@ -245,8 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
-        if args.episodes < 1:
-            raise ConfigError(f"--episodes={args.episodes}: play at least one game")
         record = score(args.run_dir, args.params, args.episodes, args.epsilon, args.seed, args.video)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,11 +22,12 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
-from dqn_jax import envs
+from dqn_jax import determinism, envs
 from dqn_jax.cli import one_line_warnings, parse_config
 from dqn_jax.config import ConfigError, validate
 from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.metrics import METRICS_FILE, read_metrics
+from dqn_jax.metrics import CONFIG_FILE, METRICS_FILE, read_metrics
+from dqn_jax.presets import load_toml
 from dqn_jax.records import fingerprint_rows
 from dqn_jax.schedule import ChunkSchedule, run_chunks
 
@@ -108,6 +109,21 @@ def _report_parting(parted: tuple[dict, dict], delta: float, env_steps: int,
             f"compared (max |Δparam| = {params_first_differ[1]:.6g})")
 
 
+# Fields that name where or how long a run goes, not what it computes up to where both reached.
+NOT_COMPARED = ("run_dir", "total_steps", "progress", "time_limit_minutes", "target_return", "halt_on",
+                "checkpoint_every", "keep_checkpoints", "final_eval_episodes", "record_video")
+
+
+def config_differences(run_a: Path, run_b: Path) -> list[str]:
+    """Returns `field a vs b` for each config field that differs between two run directories
+    (those of `NOT_COMPARED` aside); empty when a directory has no readable `config.toml`."""
+    try:
+        a, b = (dataclasses.asdict(load_toml(run / CONFIG_FILE)) for run in (run_a, run_b))
+    except (ConfigError, OSError):
+        return []
+    return [f"{key} {a[key]!r} vs {b[key]!r}" for key in a if key not in NOT_COMPARED and a[key] != b[key]]
+
+
 def compare_runs(run_a: Path, run_b: Path, out=print) -> bool:
     """Compares the fingerprint rows of two run directories; returns True when they agree.
 
@@ -122,6 +138,9 @@ def compare_runs(run_a: Path, run_b: Path, out=print) -> bool:
         if not fingerprints:
             raise ValueError(f"{run} has no fingerprint rows (it stopped before `fingerprint_every` updates)")
         rows.append(fingerprints)
+    differing = config_differences(Path(run_a), Path(run_b))
+    if differing:
+        out(f"note: the two runs' configs differ in {', '.join(differing)}; they are not expected to agree")
     parted = first_difference(*rows)
     if parted is None:
         common = min(len(rows[0]), len(rows[1]))
@@ -139,6 +158,7 @@ def compare_runs(run_a: Path, run_b: Path, out=print) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0 identical, 1 parted, 2 bad input)."""
+    determinism.request_deterministic_ops()  # before anything starts a JAX backend
     argv = sys.argv[1:] if argv is None else list(argv)
     one_line_warnings()
     try:

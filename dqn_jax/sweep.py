@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from dqn_jax import checkpoint, distributed, games
+from dqn_jax import checkpoint, determinism, distributed, games
 from dqn_jax.cli import parse_config
 from dqn_jax.config import ConfigError
 from dqn_jax.metrics import SUMMARY_FILE
@@ -168,6 +168,7 @@ def sweep(games_spec: str | Sequence[str], out: Path | str, num_seeds: int = 5, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
+    determinism.request_deterministic_ops()  # before anything starts a JAX backend
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Any other flag is a training flag (python -m dqn_jax.train --help).")
     parser.add_argument("--games", required=True, help="comma-separated games and sets (atari5, atari57)")

@@ -17,6 +17,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from dqn_jax import checkpoint, distributed, envs, preflight, presets
+from dqn_jax import checkpoint, determinism, distributed, envs, preflight, presets
 from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.checkpoint import CheckpointError
 from dqn_jax.cli import one_line_warnings, parse_command
@@ -328,6 +329,9 @@ def train(config: Config, run_dir: Path | str | None = None, network=None, optim
     """
     config = validate(config)
     memory = preflight.check(config)
+    unrepeatable = determinism.missing_on_gpu(jax.default_backend())
+    if unrepeatable and distributed.is_main():
+        warnings.warn(unrepeatable, stacklevel=2)
     run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
     if resume:
         check_resume(config, run_dir)
@@ -373,6 +377,7 @@ def final_line(summary: dict, run_dir: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
+    determinism.request_deterministic_ops()  # before anything starts a JAX backend
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's INFO/WARNING chatter
     one_line_warnings()

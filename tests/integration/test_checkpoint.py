@@ -112,3 +112,51 @@ def test_best_params_are_saved_with_their_score(finished_run):
     best = max(row["eval_return_mean"] for row in read_metrics(finished_run, "eval"))
     assert meta["eval_return_mean"] == best and meta["seed"] == 0
     assert jax.tree.leaves(params)[0].ndim >= 1  # one agent's params: no seed axis
+
+
+def test_a_flipped_byte_at_the_same_size_is_caught_by_the_checksum(finished_run, capsys):
+    step_dir = checkpoint.state_dir(finished_run) / str(checkpoint.latest_step(finished_run))
+    largest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != checkpoint.MANIFEST),
+                  key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    assert main([f"--resume={finished_run}", "--total-steps=1600"]) == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "corrupted" in line and "does not match its checksum" in line
+
+
+def test_a_resume_that_would_train_nothing_is_refused_and_the_run_is_untouched(finished_run, capsys):
+    before = {name: (finished_run / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
+    assert main([f"--resume={finished_run}", "--total-steps=800"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: total_steps = 800 is not past the checkpoint of {finished_run} at env step 800: nothing to train; "
+        "pass --total-steps above 800 to continue the run"]
+    assert {name: (finished_run / name).read_bytes() for name in before} == before
+
+
+def test_a_resume_says_where_it_resumed_and_its_last_line_counts_this_process_alone(finished_run, capsys):
+    assert main([f"--resume={finished_run}", "--total-steps=1600", "--final-eval-episodes=0"]) == 0
+    out = capsys.readouterr().out
+    assert f"run directory: {finished_run} (resumed from its checkpoint at env step 800 of 1,600)" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("last evaluation ") and "800 env steps (800 → 1,600) in " in last
+    assert last.endswith(f"run directory {finished_run}")
+
+
+def test_keep_checkpoints_keeps_the_newest(tiny_cartpole, tmp_path):
+    train(dataclasses.replace(tiny_cartpole, total_steps=2_000, checkpoint_every=400, keep_checkpoints=2,
+                              final_eval_episodes=0), run_dir=tmp_path)
+    kept = sorted(int(p.name) for p in checkpoint.state_dir(tmp_path).iterdir() if p.name.isdigit())
+    assert kept == [1_600, 2_000]
+
+
+def test_resume_cuts_the_episodes_in_flight_at_the_newest_slot(tiny_cartpole):
+    loop, state = run_loop(tiny_cartpole, chunks=2)
+    replay = jax.device_get(state.agents.replay)
+    newest = (int(replay.total_steps[0]) - 1) % replay.is_transition.shape[1]
+    assert replay.is_transition[0, newest].any()  # before: the newest step's envs are mid-episode
+    resumed = jax.device_get(loop.resume(state.agents, int(state.iteration)).agents.replay)
+    assert not resumed.is_transition[0, newest].any()  # its next frame will be a new episode's first
+    untouched = np.delete(np.arange(replay.is_transition.shape[1]), newest)
+    np.testing.assert_array_equal(resumed.is_transition[0, untouched], replay.is_transition[0, untouched])

@@ -59,3 +59,29 @@ def test_evaluation_measures_q_at_the_first_state_against_the_discounted_reward_
     np.testing.assert_allclose(result.value_realized, 0.5 * (1 - gamma ** result.lengths) / (1 - gamma), rtol=1e-9)
     pong = dataclasses.replace(config, game="Pong")
     np.testing.assert_array_equal(training_rewards(pong, np.array([-3.0, 0.0, 2.0])), [-0.5, 0.0, 0.5])  # sign, scaled
+
+
+def test_a_loaded_policy_acts_past_65536_calls_with_fresh_exploration(tiny_cartpole, tmp_path):
+    import dataclasses
+
+    from dqn_jax.evaluate import load_policy
+    from dqn_jax.train import train
+
+    train(dataclasses.replace(tiny_cartpole, total_steps=800, eval_every=800, final_eval_episodes=0), run_dir=tmp_path)
+    policy, again = load_policy(tmp_path, epsilon=1.0, seed=0), load_policy(tmp_path, epsilon=1.0, seed=0)
+    obs = np.zeros((64, 4), np.float32)  # every action random (ε = 1): the exploration keys show in the actions
+    first = [policy(obs) for _ in range(20)]
+    assert len({a.tobytes() for a in first}) == 20  # a new key per call
+    assert all(np.array_equal(a, again(obs)) for a in first)  # the same keys for the same seed
+    policy.calls = again.calls = 2**16  # the old policy had pre-split 2**16 keys and stopped there
+    late = [policy(obs) for _ in range(3)]
+    assert len({a.tobytes() for a in late + first}) == 23 and all(np.array_equal(a, again(obs)) for a in late)
+
+
+def test_evaluations_of_a_run_and_of_the_evaluate_command_play_different_games():
+    from dqn_jax import envs
+    from dqn_jax.evaluate import COMMAND_STREAM, FINAL_SCORING_STREAM, TRAINING_STREAM
+
+    streams = (TRAINING_STREAM, FINAL_SCORING_STREAM, COMMAND_STREAM)
+    seeds = [set(envs.env_seeds(3, 30, stream=s)) for s in streams]
+    assert len(set(streams)) == 3 and all(not a & b for i, a in enumerate(seeds) for b in seeds[i + 1:])

@@ -41,6 +41,8 @@ def test_compare_run_directories_tolerates_a_torn_last_line(fingerprinted, tmp_p
     assert compare_runs(tmp_path / "a", tmp_path / "b", out=lines.append)
     assert lines[0].startswith(f"identical: {len(rows)} fingerprints agree")
     assert not compare_runs(tmp_path / "a", tmp_path / "c", out=lines.append)
+    # Said before where they part: the configs differ, so parting is no surprise.
+    assert lines[-2] == "note: the two runs' configs differ in seed 0 vs 5; they are not expected to agree"
     assert lines[-1].startswith("parted at update 20 ")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
     assert doctor_main([str(tmp_path / "b")]) in (0, 1)  # the doctor reads the torn file too

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import params_after, run_loop, tiny_cartpole_config
 
-from dqn_jax import envs
+from dqn_jax import envs, presets
 from dqn_jax.evaluate import load_policy
 from dqn_jax.evaluate import main as evaluate_main
 from dqn_jax.loop import FusedLoopUnavailable, agent_keys, build_loop
@@ -19,8 +19,11 @@ from dqn_jax.metrics import read_metrics
 from dqn_jax.train import train
 
 
-def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpole, tmp_path):
+def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpole, tmp_path, capsys):
     summary = train(tiny_cartpole, run_dir=tmp_path)
+    printed = capsys.readouterr().out
+    assert f"run directory: {tmp_path}" in printed  # said at the start, before the hours of a long run
+    assert "scoring the best params on 4 fresh games (whole games: minutes for a weak Atari agent;" in printed
     assert (tmp_path / "config.toml").read_text().startswith("game = ")
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
@@ -47,6 +50,9 @@ def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpo
 
     # `python -m dqn_jax.evaluate RUN_DIR` scores it on fresh games; `load_policy` gives its policy
     assert evaluate_main([str(tmp_path), "--episodes=3", "--epsilon=0"]) == 0
+    said = capsys.readouterr().out
+    # CartPole-v1 ends its games at 500 steps: a game that lasts them is not "cut".
+    assert "lasted CartPole's full 500 steps)" in said and "cut" not in said
     record = json.loads((tmp_path / "evaluation.json").read_text())
     (agent,) = record["agents"]
     assert record["params"] == "best" and record["episodes"] == 3 and len(agent["returns"]) == 3
@@ -107,7 +113,7 @@ def test_host_loop_matches_fused_loop_and_takes_over_when_envpool_xla_fails_to_c
         loop, state = run_loop(two_rounds, chunks=2)
     assert loop.mode == "host" and len(caught) == 1
     for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(jax.device_get(state.agents.params)), strict=True):
-        np.testing.assert_allclose(f, h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(f, h)  # the same numbers: bit for bit on CPU
 
 
 def test_overlapped_learning_runs_the_updates_before_the_write_in_both_loops(tiny_cartpole):
@@ -198,3 +204,11 @@ def test_agents_sharded_over_devices_match_one_device():
     assert result["devices"] == 4 and result["mode"] == "fused" and result["agents_per_device"] == [2, 2, 2, 2]
     assert result["agents_differ"]
     assert result["max_abs_diff_vs_one_device"] < 1e-4
+
+
+def test_the_cartpole_preset_learns_the_game(tmp_path):
+    """The sanity problem solved, not merely run: 475 is CartPole-v1's `reward_threshold` in Gymnasium;
+    an untrained or random policy lasts tens of steps."""
+    config = dataclasses.replace(presets.preset("CartPole"), progress=False, final_eval_episodes=10)
+    summary = train(config, run_dir=tmp_path)
+    assert summary["final_eval_return"] >= 475 and summary["best_params_return"] >= 475

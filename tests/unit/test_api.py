@@ -92,3 +92,14 @@ def test_repro_help_describes_repro_and_compare(capsys):
     text = capsys.readouterr().out
     assert text.startswith("Is training reproducible to the bit?") and "repro compare RUN_A RUN_B" in text
     assert "usage: python -m dqn_jax.train" not in text
+
+
+def test_evaluate_score_refuses_what_the_command_refuses(tmp_path):
+    from dqn_jax.evaluate import score
+
+    with pytest.raises(ConfigError, match="params = 'worst': choose best"):
+        score(tmp_path, "worst", 3, None, None, False)
+    with pytest.raises(ConfigError, match="--episodes=0: play at least one game"):
+        score(tmp_path, "best", 0, None, None, False)
+    with pytest.raises(ConfigError, match="no config.toml there; pass the directory of a training run"):
+        score(tmp_path, "best", 3, None, None, False)

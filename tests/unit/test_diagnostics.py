@@ -204,3 +204,21 @@ def test_diagnose_reports_the_cause_not_its_consequences():
     both = with_health(3000, **{H.NONFINITE: 1.0, H.Q_MAX: 1e9, H.GRAD_NORM: 1e9})
     assert [f.rule for f in diagnose(both)] == ["non_finite"]
     assert diagnose(HEALTHY) == []
+
+
+def test_the_doctor_does_not_call_a_run_that_never_updated_healthy(tmp_path):
+    import json
+
+    from dqn_jax.doctor import report
+
+    config = dataclasses.replace(presets.preset("CartPole"), learning_starts=5_000)
+    (tmp_path / "config.toml").write_text(presets.to_toml(config))
+    rows = [{"kind": "train", "env_steps": s, "seed": 0, "epsilon": 1.0, "steps_per_sec": 1e3, "loss": None,
+             "q_mean": None, "td_abs_mean": None, "learning_rate": None, "episodes": 3} for s in (2_000, 4_000)]
+    rows.append({"kind": "eval", "env_steps": 4_000, "seed": 0, "eval_return_mean": 21.0})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines: list[str] = []
+    assert report(tmp_path, out=lines.append) == 0
+    assert lines[0] == (f"learning has not started in {tmp_path}: no update was made (learning starts at env step "
+                        "5,000; the run has 4,000), so there is nothing to judge yet")
+    assert not any("healthy" in line for line in lines)

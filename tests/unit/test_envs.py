@@ -67,3 +67,39 @@ def test_cartpole_facts():
     facts = envs.facts(envs.make_eval_pool(dataclasses.replace(presets.preset("CartPole"), eval_episodes=2)))
     assert facts.obs_shape == (4,) and facts.num_actions == 2 and facts.frame_shape == (4,)
     assert envs.EnvFacts((4, 84, 84), np.dtype(np.uint8), 6).frame_shape == (84, 84)
+
+
+def _spec(pool) -> dict:
+    keys = ("noop_max", "use_fire_reset", "repeat_action_probability", "full_action_space", "episodic_life",
+            "reward_clip", "max_episode_steps")
+    return {key: pool.config[key] for key in keys}
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_every_atari_setting_reaches_the_training_and_the_evaluation_pool(flipped):
+    # Each setting away from EnvPool's default in one case and at it in the other, so a setting
+    # that is dropped on its way to a pool shows in one of the two.
+    config = dataclasses.replace(
+        presets.preset("Breakout"), num_envs=2, eval_episodes=2, noop_max=7 if flipped else 30,
+        fire_reset=flipped, repeat_action_probability=0.25 if flipped else 0.0, full_action_space=flipped,
+        episodic_life=not flipped, reward_clip=not flipped, max_episode_steps=1_234 if flipped else 27_000,
+        eval_max_episode_steps=4_321 if flipped else 27_000)
+    train, evaluation = envs.make_train_pool(config), envs.make_eval_pool(config)
+    shared = dict(noop_max=config.noop_max, use_fire_reset=config.fire_reset,
+                  repeat_action_probability=config.repeat_action_probability,
+                  full_action_space=config.full_action_space)
+    assert _spec(train) == dict(shared, episodic_life=config.episodic_life, reward_clip=config.reward_clip,
+                                max_episode_steps=config.max_episode_steps)
+    # Evaluation plays whole games for raw scores: no lost-life terminal, no clipping, its own cap.
+    assert _spec(evaluation) == dict(shared, episodic_life=False, reward_clip=False,
+                                     max_episode_steps=config.eval_max_episode_steps)
+    assert envs.facts(train).num_actions == envs.facts(evaluation).num_actions == (18 if flipped else 4)
+    train.close()
+    evaluation.close()
+
+
+def test_fire_reset_is_off_by_default_as_in_dqn_zoo_and_dopamine():
+    assert not presets.preset("Breakout").fire_reset and not presets.preset("Pong").fire_reset
+    pool = envs.make_eval_pool(dataclasses.replace(presets.preset("Breakout"), eval_episodes=1))
+    assert pool.config["use_fire_reset"] is False  # EnvPool's own default is True
+    pool.close()

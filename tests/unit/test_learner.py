@@ -166,3 +166,36 @@ def test_one_agent_unbatched_matches_the_vmapped_update(tiny_cartpole):
     two = jax.tree.map(lambda x: jnp.concatenate([x, x]), agents)
     chex.assert_trees_all_equal(jax.jit(over_agents(update, unbatch_one=True))(two),
                                 jax.jit(jax.vmap(update))(two))
+
+
+def test_polyak_target_update_mixes_online_into_target(tiny_cartpole):
+    import dataclasses
+
+    config = dataclasses.replace(tiny_cartpole, target_update_tau=0.25, target_update_every=3)
+    loop, agent = _filled_agent(config)
+    update = jax.jit(loop.learner.update)
+    agent = agent.replace(updates=jnp.asarray(1, jnp.int32))  # the next update is number 2, the one after 3
+    before = agent.target_params
+    agent, _ = update(agent)
+    chex.assert_trees_all_equal(agent.target_params, before)  # update 2: no target update
+    agent, _ = update(agent)  # update 3: target <- 0.25 online + 0.75 target
+    expected = jax.tree.map(lambda p, t: 0.25 * p + 0.75 * t, agent.params, before)
+    chex.assert_trees_all_close(agent.target_params, expected, rtol=1e-6, atol=1e-7)
+    assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), agent.target_params, agent.params))
+
+
+def test_max_grad_norm_clips_the_gradient_before_adam(tiny_cartpole):
+    import dataclasses
+
+    from dqn_jax.learner import make_optimizer
+
+    grads = {"w": jnp.full((4, 4), 25.0)}  # global norm 100
+    clipped_optimizer, _ = make_optimizer(dataclasses.replace(tiny_cartpole, max_grad_norm=1e-3, adam_eps=1e-4))
+    plain_optimizer, _ = make_optimizer(dataclasses.replace(tiny_cartpole, max_grad_norm=0.0, adam_eps=1e-4))
+    step, _ = clipped_optimizer.update(grads, clipped_optimizer.init(grads))
+    # Adam ignores a gradient's scale except through its epsilon, so a step on the clipped gradient
+    # (norm 1e-3, each entry 2.5e-4, comparable to epsilon 1e-4) is visibly shorter than on the raw one.
+    expected, _ = plain_optimizer.update(jax.tree.map(lambda g: g * 1e-5, grads), plain_optimizer.init(grads))
+    unclipped, _ = plain_optimizer.update(grads, plain_optimizer.init(grads))
+    np.testing.assert_allclose(step["w"], expected["w"], rtol=1e-5)
+    assert float(jnp.abs(step["w"]).max()) < 0.8 * float(jnp.abs(unclipped["w"]).max())
