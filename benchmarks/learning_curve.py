@@ -1,19 +1,55 @@
-"""Record a finished run's learning curve: JSON of the evaluation curve and a PNG plot.
+"""Record a run's learning curve: JSON of the evaluation curve and where the time went, a PNG plot,
+and (with `--metrics`) the run's metrics gzipped.
 
-    python benchmarks/learning_curve.py RUN_DIR --name breakout_cpu_1h [--random-return 1.7]
+    python benchmarks/learning_curve.py RUN_DIR --name pong_cpu_atari_s0 [--random-return -20.7] [--metrics]
+        [--command "python -m dqn_jax.train ..."] [--shared "what else ran on the machine"]
 
-Writes `benchmarks/results/<name>.json` (config, summary, eval curve) and `<name>.png`.
+Writes `benchmarks/results/<name>.json` (config, summary, eval curve with the wall-clock of each
+evaluation, the time split between random steps, learning chunks and everything outside the
+chunks) and `<name>.png`; `--metrics` also `<name>_metrics.jsonl.gz`. The run may be unfinished
+(no `summary.json` yet): the curve is what its metrics hold. Set `DQN_JAX_COMMIT` when the run's
+code is not the tree's commit (provenance records it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 from dqn_jax.doctor import load_run
 from dqn_jax.provenance import write_result
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_split(config, rows: list[dict], run_wall_seconds: float | None) -> dict:
+    """Returns where one agent's run time went (seconds): chunks of random steps before learning,
+    chunks with learning (the first one compiles), and the rest — evaluations, building pools,
+    checkpoints — as the run's wall-clock minus the chunks."""
+    seed = min(r["seed"] for r in rows if r["kind"] == "train")
+    train = [r for r in rows if r["kind"] == "train" and r["seed"] == seed]
+    random_steps = learning = 0.0
+    previous = 0
+    for row in train:
+        seconds = (row["env_steps"] - previous) / row["steps_per_sec"]
+        if row.get("loss") is None:
+            random_steps += seconds
+        else:
+            learning += seconds
+        previous = row["env_steps"]
+    split = {"random_step_chunks": round(random_steps, 1), "learning_chunks": round(learning, 1)}
+    if run_wall_seconds is not None:
+        split["outside_chunks"] = round(run_wall_seconds - random_steps - learning, 1)
+        split["run_wall_seconds"] = round(run_wall_seconds, 1)
+    learned = [r for r in train if r.get("loss") is not None][1:]  # the first compiled the learner
+    if learned:
+        rates = sorted(r["steps_per_sec"] for r in learned)
+        split["learning_env_steps_per_sec_median"] = round(rates[len(rates) // 2], 1)
+    return split
 
 
 def main() -> None:
@@ -21,43 +57,60 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--random-return", type=float, default=None, help="score of random play, drawn as a line")
+    parser.add_argument("--metrics", action="store_true", help="also write the run's metrics, gzipped")
+    parser.add_argument("--command", default=None, help="the command that ran it, recorded as given")
+    parser.add_argument("--shared", default=None, help="what else ran on the machine meanwhile, recorded as given")
     args = parser.parse_args()
     config, rows = load_run(args.run_dir)
     summary_path = args.run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     evals = [r for r in rows if r["kind"] == "eval"]
     window = config.eval_return_window
-    curve = [{"env_steps": r["env_steps"], "eval_return_mean": r["eval_return_mean"],
-              "eval_return_std": r["eval_return_std"], f"eval_return_mean{window}": r.get(f"eval_return_mean{window}"),
-              "eval_episodes": r["eval_episodes"]} for r in evals]
-    train = [r for r in rows if r["kind"] == "train"]
-    results = Path(__file__).parent / "results"
-    write_result(results / f"{args.name}.json", {
-        "benchmark": "learning_curve", "game": config.game, "config": dataclasses.asdict(config), "summary": summary,
-        "random_return": args.random_return, "eval_curve": curve,
-        "train_steps_per_sec_median": sorted(r["steps_per_sec"] for r in train)[len(train) // 2] if train else None,
+    curve = [{"env_steps": r["env_steps"], "seed": r["seed"], "wall_seconds": r.get("wall_seconds"),
+              "eval_return_mean": r["eval_return_mean"], "eval_return_std": r["eval_return_std"],
+              f"eval_return_mean{window}": r.get(f"eval_return_mean{window}"), "eval_episodes": r["eval_episodes"],
+              "eval_length_mean": r.get("eval_length_mean")} for r in evals]
+    run_wall = summary["run_wall_seconds"] if summary else None
+    write_result(RESULTS / f"{args.name}.json", {
+        "benchmark": "learning_curve", "game": config.game, "command": args.command, "shared_machine": args.shared,
+        "config": dataclasses.asdict(config), "summary": summary, "random_return": args.random_return,
+        "eval_curve": curve, "time_split_seconds": time_split(config, rows, run_wall),
     })
+    if args.metrics:
+        with open(args.run_dir / "metrics.jsonl", "rb") as source, \
+                gzip.open(RESULTS / f"{args.name}_metrics.jsonl.gz", "wb") as target:
+            shutil.copyfileobj(source, target)
+        print(f"wrote {RESULTS / (args.name + '_metrics.jsonl.gz')}")
+    plot(config, curve, summary, args.name, args.random_return)
 
+
+def plot(config, curve: list[dict], summary: dict | None, name: str, random_return: float | None) -> None:
+    """Writes `<name>.png`: evaluation return against env steps and against wall-clock minutes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [c["env_steps"] for c in curve]
-    ax.plot(steps, [c["eval_return_mean"] for c in curve], marker="o", ms=3, label="eval return (mean of episodes)")
-    ax.plot(steps, [c[f"eval_return_mean{window}"] for c in curve], label=f"mean of last {window} episodes")
-    if args.random_return is not None:
-        ax.axhline(args.random_return, color="grey", ls="--", label=f"random play ({args.random_return})")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("return (raw game score)")
-    wall = f", {summary['wall_seconds'] / 60:.0f} min" if summary else ""
-    ax.set_title(f"{config.game}: {args.name}{wall}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    window = config.eval_return_window
+    timed = bool(curve) and all(c["wall_seconds"] is not None for c in curve)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 7, 4), squeeze=False)
+    xs = [("env steps", [c["env_steps"] for c in curve])]
+    if timed:
+        xs.append(("wall-clock minutes from the command's start", [c["wall_seconds"] / 60 for c in curve]))
+    for ax, (label, x) in zip(axes[0], xs, strict=True):
+        ax.plot(x, [c["eval_return_mean"] for c in curve], marker="o", ms=3, label="eval return (mean of games)")
+        ax.plot(x, [c[f"eval_return_mean{window}"] for c in curve], label=f"mean of last {window} games")
+        if random_return is not None:
+            ax.axhline(random_return, color="grey", ls="--", label=f"random play ({random_return})")
+        ax.set_xlabel(label)
+        ax.set_ylabel("return (raw game score)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+    wall = f", {summary['run_wall_seconds'] / 60:.0f} min" if summary else ""
+    fig.suptitle(f"{config.game}: {name}{wall}")
     fig.tight_layout()
-    fig.savefig(results / f"{args.name}.png", dpi=90)
-    print(f"wrote {results / (args.name + '.png')}")
+    fig.savefig(RESULTS / f"{name}.png", dpi=90)
+    print(f"wrote {RESULTS / (name + '.png')}")
 
 
 if __name__ == "__main__":

@@ -160,3 +160,15 @@ def test_resume_cuts_the_episodes_in_flight_at_the_newest_slot(tiny_cartpole):
     assert not resumed.is_transition[0, newest].any()  # its next frame will be a new episode's first
     untouched = np.delete(np.arange(replay.is_transition.shape[1]), newest)
     np.testing.assert_array_equal(resumed.is_transition[0, untouched], replay.is_transition[0, untouched])
+
+
+def test_a_resumed_runs_progress_bar_starts_at_its_checkpoint(finished_run):
+    from dqn_jax.evaluate import run_config
+    from dqn_jax.trainer import Trainer
+
+    config = dataclasses.replace(run_config(finished_run), progress=True, total_steps=1_600)
+    trainer = Trainer(config, finished_run, resume=True)
+    try:
+        assert trainer.progress.bar.tasks[0].completed == 800 and trainer.progress.bar.tasks[0].total == 1_600
+    finally:
+        trainer.close()

@@ -28,6 +28,10 @@ def test_sweep_then_report_on_cartpole_with_three_seeds(tmp_path, capsys):
     assert report_main([str(out), "--reps=200"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["aggregated_over"] == "raw_return" and report["runs_per_game"] == 3
+    # The one score by default: each seed's best params on fresh games; the last evaluation on request.
+    assert report["games"]["CartPole"]["raw"] == [s["best_params_return"] for s in longer["seeds"]]
+    assert report_main([str(out), "--reps=200", "--score=final"]) == 0
+    report = json.loads((out / "report.json").read_text())
     assert report["games"]["CartPole"]["raw"] == [s["final_eval_return"] for s in longer["seeds"]]
 
 
@@ -59,7 +63,7 @@ def test_atari_sweep_shared_by_two_processes_then_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "sweep: Pong (game 1 of 2, share 0/2; 0/1 done): starting" in printed
     assert "sweep: Breakout (game 2 of 2, share 1/2; 0/1 done): starting" in printed
-    assert report_main([str(out), "--reps=200"]) == 0
+    assert report_main([str(out), "--reps=200", "--score=final"]) == 0  # no best params: --final-eval-episodes=0
     report = json.loads((out / "report.json").read_text())
     assert report["aggregated_over"] == "human_normalized" and sorted(report["games"]) == ["Breakout", "Pong"]
     assert report["runs_per_game"] == 2

@@ -131,7 +131,7 @@ def test_overlapped_learning_runs_the_updates_before_the_write_in_both_loops(tin
 
 def test_overlapped_learning_does_not_copy_the_replay():
     """The updates read the replay before the step's write: XLA copied the whole replay at every
-    step until the write was made to depend on the updates (`loop._write_after_updates`)."""
+    step until the write was made to depend on the updates (`iteration.write_after_updates`)."""
     config = dataclasses.replace(tiny_cartpole_config(), replay_capacity=1_000_000)  # 16 MB of observations
     temp = {}
     for overlap in (False, True):

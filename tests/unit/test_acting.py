@@ -15,15 +15,16 @@ from dqn_jax.config import Config
 
 def test_epsilon_schedule_values():
     schedule = epsilon_schedule(dataclasses.replace(
-        Config(), epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1_000))
+        Config(), epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1_000, epsilon_hold_until_learning=False))
     for step, expected in [(0, 1.0), (250, 0.775), (500, 0.55), (1_000, 0.1), (50_000, 0.1)]:
         assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
 
 
-def test_epsilon_held_until_learning_starts_then_decays():
+def test_epsilon_held_until_learning_starts_then_decays_by_default():
+    # The published protocol (DeepMind's released code, DQN Zoo, Dopamine) holds ε until learning starts.
+    assert Config().epsilon_hold_until_learning and Config().epsilon_decay_steps == 1_000_000
     schedule = epsilon_schedule(dataclasses.replace(
-        Config(), epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100, learning_starts=50_000,
-        epsilon_hold_until_learning=True))
+        Config(), epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100, learning_starts=50_000))
     assert float(schedule(0)) == float(schedule(50_000)) == 1.0
     assert float(schedule(50_050)) == pytest.approx(0.55) and float(schedule(50_100)) == pytest.approx(0.1)
 

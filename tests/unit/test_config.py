@@ -30,7 +30,7 @@ def test_the_defaults_are_the_nature_atari_settings_and_games_layer_overlays():
     assert dataclasses.replace(breakout, game="Pong") == pong
     differ = {f for f in Config.__dataclass_fields__ if getattr(pong, f) != getattr(nature, f)}
     assert differ == {"batch_size", "learning_rate", "learning_rate_end", "learning_rate_decay_steps",
-                      "learning_starts", "epsilon_decay_steps"}
+                      "learning_starts", "epsilon_hold_until_learning"}
     assert presets.preset("CartPole").torso == "mlp"
     assert parse_config(["--game=MsPacman-v5"]).game == "MsPacman"
 

@@ -151,7 +151,7 @@ def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
 def test_one_agent_unbatched_matches_the_vmapped_update(tiny_cartpole):
     """`over_agents` runs a single agent unbatched (the Nature CNN's path): the same update as
     `jax.vmap` up to float rounding, and several agents still go through `jax.vmap` bit for bit."""
-    from dqn_jax.loop import over_agents
+    from dqn_jax.iteration import over_agents
 
     loop = build_loop(tiny_cartpole)
     agents = loop.init(agent_keys(tiny_cartpole)).agents
