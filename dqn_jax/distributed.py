@@ -158,8 +158,10 @@ def _rendezvous_coordinator(port: int, num_processes: int, deadline: float, grou
                     process_id = int(conn.recv(16).split(b"\n")[0])
                 except (OSError, ValueError):
                     continue
-                if 0 < process_id < num_processes:
-                    arrived.setdefault(process_id, conn)
+                if 0 < process_id < num_processes and process_id not in arrived:
+                    arrived[process_id] = conn
+                else:  # not a process of this group, or one that came twice: not kept open
+                    conn.close()
             for conn in arrived.values():
                 conn.sendall(b"go")
             for conn in arrived.values():  # they hang up first: no TIME_WAIT left on the port
