@@ -116,6 +116,26 @@ def nudging(inner: optax.GradientTransformation, path: tuple[str, ...], step: fl
     return optax.GradientTransformation(inner.init, update)
 
 
+def spiking(inner: optax.GradientTransformation, path: tuple[str, ...], size: float,
+            at: int) -> optax.GradientTransformation:
+    """The optimizer `inner`, plus `size` added to the params whose path ends with `path` at its
+    update number `at` (0-based) and taken off again at the next: one update's TD errors are
+    huge, and everything else is as without it."""
+
+    def update(grads, state, params=None):
+        inner_state, count = state
+        updates, inner_state = inner.update(grads, inner_state, params)
+        shift = jnp.where(count == at, size, 0.0) - jnp.where(count == at + 1, size, 0.0)
+
+        def spike(key_path, u):
+            keys = tuple(getattr(k, "key", k) for k in key_path)
+            return u + shift if keys[-len(path):] == path else u
+
+        return jax.tree_util.tree_map_with_path(spike, updates), (inner_state, count + 1)
+
+    return optax.GradientTransformation(lambda params: (inner.init(params), jnp.zeros((), jnp.int32)), update)
+
+
 def small_cartpole(total_steps: int = 2_400) -> Config:
     """The CartPole run most plants start from: 4 envs, one update per vector step, 32x32 units,
     learning from env step 400, an evaluation every 1,000."""
@@ -251,6 +271,12 @@ PLANTS: tuple[Plant, ...] = (
                     optimizer=lambda c: nudging(make_optimizer(c)[0], ("Dense_1", "bias"), -1e-2))),
     Plant("the Q head's bias pushed to one action, then the other, at every update", "policy_churn",
           _cartpole(optimizer=lambda c: flipping(make_optimizer(c)[0], 20.0))),
+    # Update 104's spike is seen by update 105 alone, which measures no health (one in 10: updates
+    # 1, 11, ... of this run), so no Q-value rule sees it; its TD errors set the maximum priority.
+    Plant("prioritized replay after one update's outlier TD errors: every new transition enters at their "
+          "priority", "replay_collapse",
+          _cartpole({"prioritized_replay": True},
+                    optimizer=lambda c: spiking(make_optimizer(c)[0], ("q_head", "bias"), 1e6, at=104))),
     Plant("updates that change nothing", "no_learning_progress",
           _cartpole({"eval_every": 400, "eval_episodes": 16}, optimizer=lambda c: optax.set_to_zero())),
     Plant("a conv layer of the Nature CNN collapsed from the start (Breakout)", "dead_layer",

@@ -1,6 +1,7 @@
 """What one update costs beyond its network maths: the project's update against the bare update.
 
-    python benchmarks/update_cost.py [--game Pong] [--batch-sizes 32 96] [--updates 20] [--seconds 10] [--out FILE]
+    python benchmarks/update_cost.py [--game Pong] [--batch-sizes 32 96] [--updates 20] [--seconds 10]
+                                     [--prioritized] [--out FILE]
 
 Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
 timed in 5 rounds that take turns (`--seconds` per row in all; the median round is kept), so that
@@ -11,7 +12,10 @@ the machine's slow spells fall on every row alike. Rows, in ms per update of one
 - `update`: the project's `learner.update` (health statistics off, as in 9 of 10 updates), mapped
   over one agent as the loop maps it (`Loop.over_agents`): sampling from a filled replay, stacks rebuilt, n-step
   returns, target copy, metrics and the batch hash included;
-- `update_with_health`: the same with the health statistics (one update in `health_every`).
+- `update_with_health`: the same with the health statistics (one update in `health_every`);
+- with `--prioritized`, `prioritized_update`: `update` with prioritized replay (stratified draws from
+  the sum tree, importance-weighted loss, priorities written back), on the same replay with random
+  priorities on its sampleable slots; `prioritized_vs_uniform` is prioritized_update / update.
 `overhead` is update / bare_update - 1.
 """
 
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dqn_jax import envs, games, presets
+from dqn_jax import envs, games, presets, sum_tree
 from dqn_jax.config import validate
 from dqn_jax.learner import td_error, td_loss
 from dqn_jax.loop import agent_keys, build_loop
@@ -111,6 +115,28 @@ def fill_replay(loop, agents, steps: int):
     return agents.replace(replay=fill(agents.replay, keys))
 
 
+def with_random_priorities(loop, agents):
+    """Returns `agents` with priorities in (0, 1] on every sampleable slot of their filled replays
+    (the slots `prioritized.after_add` would have entered), 0 elsewhere."""
+    settings = loop.replay.settings
+    T, E = settings.ring_steps, settings.num_envs
+
+    def one(replay_state, key):
+        total = replay_state.total_steps
+        steps = total - 1 - jnp.arange(T)  # the ring's steps, newest first
+        sampleable = (steps >= jnp.maximum(total - T, 0) + settings.stack - 1) & (steps <= total - 1 - settings.n_step)
+        slots = steps % T
+        ok = sampleable[:, None] & replay_state.is_transition[slots]
+        values = jnp.where(ok, jax.random.uniform(key, (T, E), minval=1e-3, maxval=1.0), 0.0)
+        nodes = sum_tree.set_values(sum_tree.init(T * E), (slots[:, None] * E + jnp.arange(E)).reshape(-1),
+                                    values.reshape(-1))
+        return nodes
+
+    keys = jax.random.split(jax.random.PRNGKey(1), loop.config.num_seeds)
+    nodes = jax.jit(jax.vmap(one))(agents.replay, keys)
+    return agents.replace(priorities=agents.priorities.replace(nodes=nodes))
+
+
 def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 0):
     """Returns `count` batches (obs_tm1, action, reward, discount, obs_t), each with a leading [count] axis."""
     rng = np.random.default_rng(seed)
@@ -122,7 +148,7 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
             jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)))
 
 
-def measure(config, updates: int, seconds: float) -> dict:
+def measure(config, updates: int, seconds: float, prioritized: bool = False) -> dict:
     """Returns the rows' ms per update for one config (one agent)."""
     loop = build_loop(config)
     agents = fill_replay(loop, loop.init(agent_keys(config)).agents, 4 * config.batch_size)
@@ -141,8 +167,18 @@ def measure(config, updates: int, seconds: float) -> dict:
                               updates)
         steps[name] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                        agents.replace(replay=None), updates)
-    rows = interleaved_ms_per_update(steps, 3 * seconds)
+    if prioritized:
+        per_loop = build_loop(dataclasses.replace(config, prioritized_replay=True))
+        fresh = per_loop.init(agent_keys(config)).agents.priorities
+        per_agents = with_random_priorities(per_loop, agents.replace(priorities=fresh))
+        scan = update_scan_fn(per_loop.over_agents(functools.partial(per_loop.learner.update, with_health=False)),
+                              updates)
+        steps["prioritized_update"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
+                                       per_agents.replace(replay=None), updates)
+    rows = interleaved_ms_per_update(steps, (4 if prioritized else 3) * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
+    if prioritized:
+        rows["prioritized_vs_uniform"] = round(rows["prioritized_update"] / rows["update"], 3)
     rows["overhead"] = round(rows["update"] / rows["bare_update"] - 1, 3)
     rows["overhead_with_health"] = round(rows["update_with_health"] / rows["bare_update"] - 1, 3)
     return rows
@@ -154,6 +190,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--updates", type=int, default=20, help="updates per compiled call")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--prioritized", action="store_true", help="also time the prioritized update")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     game = games.canonical_game(args.game)
@@ -163,10 +200,10 @@ def main(argv=None) -> int:
             presets.preset(game), batch_size=batch_size, replay_capacity=20_000, learning_starts=batch_size * 4,
             progress=False))
         row = {"batch_size": batch_size, "torso": config.torso, "double_dqn": config.double_dqn,
-               **measure(config, args.updates, args.seconds)}
+               **measure(config, args.updates, args.seconds, args.prioritized)}
         print(row, flush=True)
         results.append(row)
-    name = f"update_cost_{game.lower()}_{jax.default_backend()}.json"
+    name = f"update_cost_{game.lower()}_{jax.default_backend()}{'_prioritized' if args.prioritized else ''}.json"
     out = args.out or str(Path(__file__).parent / "results" / name)
     write_result(out, {"benchmark": "update_cost", "game": game, "updates_per_call": args.updates,
                        "unit": "ms per update of one agent", "rows": results})

@@ -121,6 +121,20 @@ class Config:
     """ReDo: a neuron is dormant when E|h_i| / mean_k E|h_k| over the batch is at most this (score)."""
     replay_capacity: int = 1_000_000
     """Replay size (transitions per agent, all environments together)."""
+    prioritized_replay: bool = False
+    """Prioritized experience replay, proportional variant (Schaul et al. 2016): draw transitions in
+    proportion to (|TD error| + priority_epsilon) ** priority_exponent and weight the loss by importance
+    weights (off: uniform, as the Nature DQN)."""
+    priority_exponent: float = 0.6
+    """Prioritized replay's α (0 = uniform; 0.6 as Schaul et al. 2016 for proportional replay on Atari and
+    DQN Zoo's prioritized agent; Dopamine uses 0.5)."""
+    priority_epsilon: float = 1e-6
+    """Added to |TD error| before the exponent, so that a transition learned perfectly can still be drawn."""
+    importance_exponent_start: float = 0.4
+    """Prioritized replay's β when learning starts, annealed linearly to `importance_exponent_end` at
+    `total_steps` (0.4 → 1 as Schaul et al. 2016 and DQN Zoo; Dopamine keeps 0.5)."""
+    importance_exponent_end: float = 1.0
+    """Prioritized replay's β at the end of training (1 corrects the sampling bias fully)."""
 
     # --- exploration -----------------------------------------------------------------------
     epsilon_start: float = 1.0
@@ -267,6 +281,13 @@ def _check_ranges(c: Config) -> None:
         _fail(c, "gamma", "must be in [0, 1]")
     if not 0.0 <= c.redo_tau < 1.0:
         _fail(c, "redo_tau", "must be in [0, 1): a dormancy score (1 is the layer's average neuron)")
+    if not 0.0 <= c.priority_exponent <= 10.0:
+        _fail(c, "priority_exponent", "must be in [0, 10] (0 samples uniformly; 0.5 to 0.6 are the published values)")
+    if not 0.0 < c.priority_epsilon <= 1.0:
+        _fail(c, "priority_epsilon", "must be in (0, 1]: a small floor under |TD error| (1e-6 by default)")
+    for name in ("importance_exponent_start", "importance_exponent_end"):
+        if not 0.0 <= getattr(c, name) <= 1.0:
+            _fail(c, name, "must be in [0, 1] (0: no importance correction, 1: the sampling bias corrected fully)")
     if not math.isfinite(c.reward_scale):
         _fail(c, "reward_scale", "must be a finite number")
     if not 0.0 < c.target_update_tau <= 1.0:

@@ -8,7 +8,7 @@ that diverge explain exploding gradients), so the first thing the user reads is 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from dqn_jax.findings import SEVERITIES, Finding, History
 from dqn_jax.rules import (
@@ -16,6 +16,7 @@ from dqn_jax.rules import (
     DORMANT_ALARM,
     DORMANT_RISE,
     OVERESTIMATION_ALARM,
+    PER_COLLAPSE,
     SRANK_COLLAPSE,
     STREAK,
     dead_layer,
@@ -31,25 +32,29 @@ from dqn_jax.rules import (
     policy_churn,
     q_divergence,
     q_overestimation,
+    replay_collapse,
     reward_signal_empty,
     vanishing_gradients,
 )
 
-__all__ = ["CHURN_ALARM", "DORMANT_ALARM", "DORMANT_RISE", "EXPLAINS", "OVERESTIMATION_ALARM", "RULES", "SEVERITIES",
+__all__ = ["CHURN_ALARM", "DORMANT_ALARM", "DORMANT_RISE", "EXPLAINS", "OVERESTIMATION_ALARM", "PER_COLLAPSE", "RULES",
+           "SEVERITIES",
            "SRANK_COLLAPSE", "STREAK", "Finding", "History", "across_seeds", "diagnose"]
 
 RULES: tuple[Callable[[History], Finding | None], ...] = (
     non_finite, dead_q_head, dead_layer, reward_signal_empty, optimizer_reset, q_divergence,
     exploding_gradients, vanishing_gradients, episode_length_exploit, life_loss_not_terminal,
     epsilon_floor_before_learning, no_learning_progress, plasticity_loss, q_overestimation, policy_churn,
+    replay_collapse,
 )
 
 # A finding on the left explains the ones on the right: report the cause, not its consequences.
 EXPLAINS = {
     "non_finite": {"q_divergence", "exploding_gradients", "vanishing_gradients", "dead_layer", "dead_q_head",
-                   "no_learning_progress", "plasticity_loss", "q_overestimation", "policy_churn"},
+                   "no_learning_progress", "plasticity_loss", "q_overestimation", "policy_churn",
+                   "replay_collapse"},
     "q_divergence": {"exploding_gradients", "no_learning_progress", "q_overestimation", "policy_churn",
-                     "plasticity_loss"},
+                     "plasticity_loss", "replay_collapse"},
     "dead_q_head": {"vanishing_gradients", "no_learning_progress", "plasticity_loss", "policy_churn"},
     "dead_layer": {"vanishing_gradients", "no_learning_progress", "plasticity_loss"},
     "reward_signal_empty": {"vanishing_gradients", "no_learning_progress", "q_overestimation"},
@@ -65,10 +70,14 @@ def across_seeds(finding: Finding, named: int, num_seeds: int, seeds: Sequence[i
     return f"{named} of {num_seeds} seeds (seed {', '.join(map(str, seeds))}): {finding.render()}"
 
 
-def diagnose(history: History) -> list[Finding]:
-    """Returns the findings for one agent, root causes only, most severe first, then earliest first."""
+def diagnose(history: History, found_before: Collection[str] = ()) -> list[Finding]:
+    """Returns the findings for one agent, root causes only, most severe first, then earliest first.
+
+    `found_before`: rules this agent's earlier diagnoses found. They still explain what they
+    explained when a bounded History no longer holds the rows that showed them.
+    """
     findings = [f for f in (rule(history) for rule in RULES) if f is not None]
-    names = {f.rule for f in findings}
+    names = {f.rule for f in findings} | set(found_before)
     explained = set().union(*(EXPLAINS.get(name, set()) for name in names))
     kept = [f for f in findings if f.rule not in explained]
     return sorted(kept, key=lambda f: (-SEVERITIES.index(f.severity), f.env_steps))

@@ -35,6 +35,9 @@ EFFECTIVE_RANK = "effective_rank"  # exp(entropy of the normalised singular valu
 FEATURE_RANK_BOUND = "feature_rank_bound"  # min(batch size, feature width): the most either rank can be
 ACTION_GAP = "action_gap"  # mean over the batch of the best minus the second-best Q value
 POLICY_CHURN = "policy_churn"  # fraction of the batch whose greedy action this one update changed
+# Prioritized replay only (see `prioritized.Prioritized.stats`).
+PER_EFFECTIVE_FRACTION = "per_effective_fraction"  # effective sample size of the priorities / sampleable slots
+PER_WEIGHT_MAX = "per_weight_max"  # the batch's largest importance weight before normalization
 # Counted over the chunk's env steps (see `records.health_rows`).
 UPDATES = "updates"
 ENV_REWARD_NONZERO = "env_reward_nonzero"  # fraction of real env steps with a non-zero raw reward

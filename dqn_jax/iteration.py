@@ -26,6 +26,7 @@ from dqn_jax.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import Config
 from dqn_jax.fingerprint import tree_hash
 from dqn_jax.learner import AgentState, Learner
+from dqn_jax.prioritized import Prioritized
 from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 from dqn_jax.replay import Replay, frame_of
 
@@ -168,7 +169,7 @@ def make_iteration(config: Config, learner: Learner, replay: Replay) -> Iteratio
     # stay vmapped: they pass the replay through, and squeezing it out and back made XLA copy it
     # at every step (acting 16x slower, measured).
     learner_over_agents = functools.partial(over_agents, unbatch_one=config.torso == "nature_cnn")
-    write_step = _make_write_step(config, replay)
+    write_step = _make_write_step(config, replay, learner.prioritized)
     learn_if_due = _make_learn_if_due(config, learner, learner_over_agents)
 
     def after_act(agents, carry, iteration, actions, epsilon, handle, receive, order):
@@ -204,8 +205,8 @@ def _make_act(config: Config, learner: Learner):
     return act
 
 
-def _make_write_step(config: Config, replay: Replay):
-    """Returns `Iteration.write_step`."""
+def _make_write_step(config: Config, replay: Replay, prioritized: Prioritized | None):
+    """Returns `Iteration.write_step` (with prioritized replay, the write also moves the priorities)."""
 
     def write_step(agents, carry: EnvCarry, actions, epsilon, step_out):
         S = carry.obs.shape[0]  # the agents of this device (all of them without a mesh)
@@ -221,7 +222,8 @@ def _make_write_step(config: Config, replay: Replay):
         def add_one(agent: AgentState, obs, action, reward, terminal, is_transition, first):
             state = replay.add(agent.replay, frame_of(obs, config.frame_stack), action, reward,
                                terminal, is_transition, first)
-            return agent.replace(replay=state, env_steps=agent.env_steps + config.num_envs)
+            priorities = prioritized.after_add(agent.priorities, state) if prioritized else agent.priorities
+            return agent.replace(replay=state, env_steps=agent.env_steps + config.num_envs, priorities=priorities)
 
         stored_reward = reward * config.reward_scale if config.reward_scale != 1.0 else reward
         agents = jax.vmap(add_one)(agents, carry.obs, actions, stored_reward, terminated, ~carry.dead, carry.first)
@@ -285,7 +287,8 @@ def _make_learn_if_due(config: Config, learner: Learner, learner_over_agents):
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
         # Health statistics add reductions to every update they run in: measure them every `health_every`.
         health_due = due & ((iteration // config.vector_steps_per_update) % health_rounds == 0)
-        # The replay is read-only in updates: it enters the branches but does not come out of them.
+        # The replay is read-only in updates: it enters the branches but does not come out of them
+        # (prioritized replay's priorities, which the updates write, are in the learner's part).
         learner_part, learn_metrics = jax.lax.cond(
             due,
             lambda part, replay_state: jax.lax.cond(health_due, with_health, without_health, part, replay_state),

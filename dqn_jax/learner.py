@@ -19,7 +19,8 @@ from flax import struct
 from dqn_jax import redo
 from dqn_jax.config import Config
 from dqn_jax.fingerprint import tree_hash
-from dqn_jax.health import update_health
+from dqn_jax.health import PER_EFFECTIVE_FRACTION, PER_WEIGHT_MAX, update_health
+from dqn_jax.prioritized import Prioritized, PriorityState, importance_exponent, make_prioritized
 from dqn_jax.replay import Replay, ReplayState
 
 REDO_KEY_STREAM = 0x7ED0  # folds ReDo's initialisation key off each update's sampling key
@@ -36,6 +37,8 @@ class AgentState:
     rng_key: jax.Array  # advanced at every act and every update
     env_steps: jax.Array  # [] int32, transitions collected (all envs together)
     updates: jax.Array  # [] int32, gradient steps taken
+    # Prioritized replay's sum tree (None without it): apart from `replay`, as the updates write it.
+    priorities: PriorityState | None = None
 
 
 def td_error(
@@ -80,6 +83,7 @@ class Learner(NamedTuple):
     learning_rate: optax.Schedule  # of the update count
     init: Callable[[jax.Array, jax.Array], AgentState]
     update: Callable[[AgentState], tuple[AgentState, dict]]
+    prioritized: Prioritized | None  # the replay's priorities, None for uniform replay
 
 
 def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -113,6 +117,11 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     double, loss_kind = config.double_dqn, config.loss
     redo_every, redo_tau = config.redo_every, config.redo_tau
     target_every, tau = config.target_update_every, config.target_update_tau
+    prioritized = None
+    if config.prioritized_replay:
+        prioritized = make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
+        beta_of = importance_exponent(config.importance_exponent_start, config.importance_exponent_end,
+                                      config.learning_starts, config.total_steps)
 
     def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
         """Returns a fresh agent; `example_obs` is one batch of observations [E, ...]."""
@@ -126,29 +135,40 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             rng_key=agent_key,
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
+            priorities=prioritized.init() if prioritized else None,
         )
 
-    def loss_fn(params, target_params, batch):
+    def loss_fn(params, target_params, batch, weights):
         q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
         q_t_target = network.apply(target_params, batch.obs_t)
         q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
         errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
                                     batch.discount_t, q_t_target, q_t_selector)
-        loss = jnp.mean(jax.vmap(lambda e: td_loss(e, loss_kind))(errors))
+        losses = jax.vmap(lambda e: td_loss(e, loss_kind))(errors)
+        loss = jnp.mean(losses if weights is None else weights * losses)
         return loss, (errors, q_tm1, activations.get("intermediates", {}))
 
     def update(state: AgentState, with_health: bool = True) -> tuple[AgentState, dict]:
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
 
+        With prioritized replay the batch is drawn by priority, the loss is the importance-weighted
+        mean, and the batch's TD errors are written back as its slots' priorities.
+
         Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
         (uint32 [], the sampled indices' hash), `recycled` (int32 [], neurons ReDo recycled in this
         update) and, when `with_health` (a static flag), `health` (a dict of float32 [], see
-        `health.update_health`).
+        `health.update_health`; with prioritized replay also `per_effective_fraction` and
+        `per_weight_max`, see `prioritized.Prioritized.stats`).
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
-        batch, index = replay.sample(state.replay, sample_key)
+        weights = None
+        if prioritized:
+            beta = beta_of(state.env_steps)
+            batch, index, weights, probabilities = prioritized.sample(state.replay, state.priorities, sample_key, beta)
+        else:
+            batch, index = replay.sample(state.replay, sample_key)
         (loss, (errors, q_tm1, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch)
+            state.params, state.target_params, batch, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
@@ -178,8 +198,12 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
                 q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
                 updates=updates, params=state.params, new_params=params, opt_state=opt_state,
                 intermediates=intermediates, q_values_after=network.apply(params, batch.obs_tm1))
+            if prioritized:
+                fraction, weight_max = prioritized.stats(state.priorities, probabilities, beta)
+                metrics["health"].update({PER_EFFECTIVE_FRACTION: fraction, PER_WEIGHT_MAX: weight_max})
+        priorities = prioritized.update(state.priorities, index, errors) if prioritized else state.priorities
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
-                                  rng_key=rng_key, updates=num_updates)
+                                  rng_key=rng_key, updates=num_updates, priorities=priorities)
         return new_state, metrics
 
-    return Learner(network, optimizer, schedule, init, update)
+    return Learner(network, optimizer, schedule, init, update, prioritized)

@@ -60,10 +60,19 @@ def count_params(config: Config) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
+def priority_bytes(config: Config) -> int:
+    """Returns one agent's prioritized-replay sum tree in bytes (0 without prioritized replay):
+    2P float32 nodes, P the power of two at or above the ring's slots."""
+    from dqn_jax import sum_tree
+
+    return 2 * sum_tree.leaf_count(config.replay_steps * config.num_envs) * 4 if config.prioritized_replay else 0
+
+
 def plan(config: Config) -> MemoryPlan:
-    """Returns the memory `config` needs for its replay and parameters, all agents together."""
+    """Returns the memory `config` needs for its replay (priorities included) and parameters, all agents together."""
     num_params = count_params(config)
-    return MemoryPlan(replay=config.num_seeds * config.replay_capacity * transition_bytes(config),
+    replay = config.replay_capacity * transition_bytes(config) + priority_bytes(config)
+    return MemoryPlan(replay=config.num_seeds * replay,
                       params=config.num_seeds * num_params * 4 * 4, num_params=num_params,
                       on_device=jax.default_backend() != "cpu")
 
@@ -103,8 +112,9 @@ def check(config: Config, host_bytes: int | None = None, device_bytes: int | Non
     """
     memory = plan(config)
     agents = f" × {config.num_seeds} agents" if config.num_seeds > 1 else ""
+    priorities = f" + {_gb(priority_bytes(config))} of priorities" if config.prioritized_replay else ""
     needs = (f"needs about {_gb(memory.total)} for its replay ({config.replay_capacity:,} transitions × "
-             f"{transition_bytes(config):,} B{agents}) and parameters")
+             f"{transition_bytes(config):,} B{priorities}{agents}) and parameters")
     fix = "lower --replay-capacity" + (" or --num-seeds" if config.num_seeds > 1 else "")
     device = device_bytes if device_bytes is not None else (device_available_bytes() if memory.on_device else None)
     if memory.on_device and device is not None and memory.total > device:

@@ -76,8 +76,10 @@ class Replay(NamedTuple):
     sample: Callable[[ReplayState, jax.Array], tuple[Transition, SampleIndex]]
     can_sample: Callable[[ReplayState], jax.Array]
     stack_at: Callable[[ReplayState, jax.Array, jax.Array], jax.Array]
+    gather: Callable[[ReplayState, jax.Array, jax.Array], Transition]
     ring_steps: int
     num_envs: int
+    settings: ReplaySettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +133,8 @@ def make_replay(
     settings = ReplaySettings(ring_steps, num_envs, tuple(frame_shape), frame_dtype, stack, batch_size, gamma, n_step)
     bind = functools.partial
     return Replay(bind(_init, settings), bind(_add, settings), bind(_sample, settings),
-                  bind(_can_sample, settings), bind(_stack_at, settings), ring_steps, num_envs)
+                  bind(_can_sample, settings), bind(_stack_at, settings), bind(_gather, settings),
+                  ring_steps, num_envs, settings)
 
 
 def _init(c: ReplaySettings) -> ReplayState:
@@ -228,15 +231,20 @@ def _draw_indices(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tupl
 def _sample(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tuple[Transition, SampleIndex]:
     """Returns `batch_size` transitions drawn uniformly from the sampleable ones."""
     step, env = _draw_indices(c, state, key)
+    return _gather(c, state, step, env), SampleIndex(step=step, env=env)
+
+
+def _gather(c: ReplaySettings, state: ReplayState, step: jax.Array, env: jax.Array) -> Transition:
+    """Returns the transitions at global steps `step` [B] of envs `env` [B] (sampleable ones), their
+    stacks rebuilt and their n-step returns summed."""
     reward, discount, steps_summed = _n_step_return(c, state, step, env)
-    transition = Transition(
+    return Transition(
         obs_tm1=_stack_at(c, state, step, env),
         action_tm1=state.actions[step % c.ring_steps, env],
         reward_t=reward,
         discount_t=discount,
         obs_t=_stack_at(c, state, step + steps_summed, env),
     )
-    return transition, SampleIndex(step=step, env=env)
 
 
 def _n_step_return(c: ReplaySettings, state: ReplayState, step: jax.Array, env: jax.Array):

@@ -9,7 +9,7 @@ import itertools
 import math
 
 from dqn_jax import health as H
-from dqn_jax.findings import Finding, History, number, streak
+from dqn_jax.findings import Finding, History, fold_max, number, streak
 from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE, Q_OVERESTIMATION
 
 
@@ -65,7 +65,10 @@ def reward_signal_empty(h: History) -> Finding | None:
     row = streak(h.health, lambda r: number(r.get(H.BATCH_REWARD_NONZERO)) == 0, 3)
     if row is None:
         return None
-    env_nonzero = max((number(r.get(H.ENV_REWARD_NONZERO)) for r in h.health), default=0.0)
+    env_nonzero = h.earlier.env_reward_nonzero_max
+    for r in h.health:
+        env_nonzero = fold_max(env_nonzero, number(r.get(H.ENV_REWARD_NONZERO)))
+    env_nonzero = 0.0 if env_nonzero is None else env_nonzero
     if env_nonzero > 0:
         return Finding(
             "reward_signal_empty", "error", row["env_steps"],
@@ -123,10 +126,11 @@ def q_divergence(h: History) -> Finding | None:
 def exploding_gradients(h: History) -> Finding | None:
     """Gradient norms far above where they started."""
     norms = [(r, number(r.get(H.GRAD_NORM))) for r in h.health if math.isfinite(number(r.get(H.GRAD_NORM)))]
-    if len(norms) < 4:
+    seen = h.earlier.grad_norms  # finite norms before `norms` (in rows no longer held)
+    if seen + len(norms) < 4:
         return None
-    early = sorted(n for _, n in norms[:3])[1]
-    row = next((r for r, n in norms[3:] if n > max(1e3 * early, 1e3)), None)
+    early = sorted([*h.earlier.early_grad_norms, *(n for _, n in norms)][:3])[1]
+    row = next((r for r, n in norms[max(0, 3 - seen):] if n > max(1e3 * early, 1e3)), None)
     if row is None:
         return None
     return Finding(
@@ -154,14 +158,18 @@ def episode_length_exploit(h: History) -> Finding | None:
     Reaching the cap is success when capped episodes score more than any episode that really
     ended (CartPole at 500); it is a stall when they score no more, or when no episode ever ends.
     """
-    rows = [r for r in h.learning(h.health) if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None][-5:]
+    recent = [r for r in h.learning(h.health) if r.get(H.EPISODES, 0) and r.get(H.TRUNCATED_FRACTION) is not None]
+    rows = [*h.earlier.episode_rows, *recent][-5:]
     if len(rows) < 2:
         return None
     truncated = sum(r[H.TRUNCATED_FRACTION] * r[H.EPISODES] for r in rows) / sum(r[H.EPISODES] for r in rows)
     capped = [r[H.TRUNCATED_RETURN_MEAN] for r in rows if r.get(H.TRUNCATED_RETURN_MEAN) is not None]
-    finished = [r[H.FINISHED_RETURN_MEAN] for r in h.health if r.get(H.FINISHED_RETURN_MEAN) is not None]
+    finished = h.earlier.finished_return_max  # the best episode that really ended, None if none has
+    for r in h.health:
+        if r.get(H.FINISHED_RETURN_MEAN) is not None:
+            finished = fold_max(finished, r[H.FINISHED_RETURN_MEAN])
     capped_mean = sum(capped) / len(capped) if capped else math.nan
-    if truncated < 0.5 or not capped or (finished and capped_mean > max(finished)):
+    if truncated < 0.5 or not capped or (finished is not None and capped_mean > finished):
         return None
     row = rows[0]
     cap = max(int(r.get(H.EPISODE_LENGTH_MAX) or 0) for r in rows)
@@ -169,7 +177,7 @@ def episode_length_exploit(h: History) -> Finding | None:
         "episode_length_exploit", "warning", row["env_steps"],
         f"{truncated:.0%} of recent episodes end at the time limit ({cap:,} env steps), scoring "
         f"{capped_mean:.3g} on average" + (
-            f", no more than the best episode that really ended ({max(finished):.3g})" if finished
+            f", no more than the best episode that really ended ({finished:.3g})" if finished is not None
             else "; no episode has ever ended otherwise"),
         "the agent drags episodes out to the time limit instead of scoring: stalling pays off under "
         "this reward and time limit, or the time limit is too short to finish a game",
@@ -179,11 +187,11 @@ def episode_length_exploit(h: History) -> Finding | None:
 
 def life_loss_not_terminal(h: History) -> Finding | None:
     """Lives are lost but the learner never sees a terminal: Breakout stuck near 100."""
-    losses = sum(int(r.get(H.LIFE_LOSSES) or 0) for r in h.health)
-    terminals = sum(int(r.get(H.LIFE_LOSS_TERMINALS) or 0) for r in h.health)
+    losses = h.earlier.life_losses + sum(int(r.get(H.LIFE_LOSSES) or 0) for r in h.health)
+    terminals = h.earlier.life_loss_terminals + sum(int(r.get(H.LIFE_LOSS_TERMINALS) or 0) for r in h.health)
     if losses < 3 or terminals > 0:
         return None
-    row = next(r for r in h.health if r.get(H.LIFE_LOSSES))
+    row = h.earlier.first_life_loss or next(r for r in h.health if r.get(H.LIFE_LOSSES))
     return Finding(
         "life_loss_not_terminal", "warning", row["env_steps"],
         f"{losses} lives lost, none of them terminal for the learner",
@@ -194,7 +202,7 @@ def life_loss_not_terminal(h: History) -> Finding | None:
 
 def epsilon_floor_before_learning(h: History) -> Finding | None:
     """Exploration already at its floor when learning starts."""
-    first = next((r for r in h.train if r.get(LEARNING_RATE) is not None), None)
+    first = h.earlier.first_learning_train or next((r for r in h.train if r.get(LEARNING_RATE) is not None), None)
     floor, start = h.config.epsilon_end, h.config.epsilon_start
     if first is None or start <= floor or first[EPSILON] > floor + 1e-6:
         return None
@@ -215,18 +223,21 @@ def no_learning_progress(h: History) -> Finding | None:
     Five evaluations after learning started are needed before judging.
     """
     after = h.learning(h.eval)
-    before = [r for r in h.eval if r["env_steps"] <= h.config.learning_starts]
-    if len(after) < 5 or not before:
+    before = [r for r in h.eval if not h.is_learning(r)]
+    count = h.earlier.evals_since_learning + len(after)
+    baseline_row = before[-1] if before else h.earlier.last_eval_before_learning
+    if count < 5 or baseline_row is None:
         return None
-    baseline_row = before[-1]
     first = number(baseline_row.get(EVAL_RETURN_MEAN))
-    best = max(number(r.get(EVAL_RETURN_MEAN)) for r in after)
+    best = h.earlier.best_eval_since_learning
+    for r in after:
+        best = fold_max(best, number(r.get(EVAL_RETURN_MEAN)))
     if best > first + max(1.0, 0.1 * abs(first)):
         return None
-    row = after[-1]
+    row = after[-1] if after else h.earlier.last_eval_since_learning
     return Finding(
         "no_learning_progress", "warning", row["env_steps"],
-        f"best evaluation return {best:.3g} in {len(after)} evaluations since learning started "
+        f"best evaluation return {best:.3g} in {count} evaluations since learning started "
         f"(env step {h.config.learning_starts:,}), vs {first:.3g} at env step {baseline_row['env_steps']:,}",
         "the policy is no better than before it learned anything",
         "read the other findings first; otherwise check the learning rate, the reward path and the "
@@ -251,7 +262,8 @@ def plasticity_loss(h: History) -> Finding | None:
     if len(rows) < STREAK:
         return None
     layers = sorted({H.layer_of(k, H.DORMANT_FRACTION) for r in rows for k in r} - {None})
-    lowest = {layer: math.inf for layer in layers}  # each layer's lowest fraction in rows[:i]
+    # each layer's lowest fraction in rows[:i], the rows no longer held included
+    lowest = {layer: h.earlier.dormant_lowest.get(layer, math.inf) for layer in layers}
     for i in range(len(rows) - STREAK + 1):
         for layer in layers:
             key = H.per_layer(H.DORMANT_FRACTION, layer)
@@ -269,7 +281,7 @@ def plasticity_loss(h: History) -> Finding | None:
             value = number(rows[i].get(key))
             lowest[layer] = min(lowest[layer], value) if math.isfinite(value) else lowest[layer]
     srank = [number(r.get(H.SRANK)) for r in rows]
-    peaks = list(itertools.accumulate(srank, max, initial=0.0))[1:]  # each row's highest srank so far
+    peaks = list(itertools.accumulate(srank, max, initial=h.earlier.srank_peak))[1:]  # each row's highest srank so far
     collapsed = [peak >= 4 and value <= SRANK_COLLAPSE * peak for value, peak in zip(srank, peaks, strict=True)]
     start = next((i for i in range(len(rows) - STREAK + 1) if all(collapsed[i:i + STREAK])), None)
     if start is None:
@@ -313,7 +325,8 @@ def q_overestimation(h: History) -> Finding | None:
 def policy_churn(h: History) -> Finding | None:
     """The greedy policy thrashing: a large part of the batch changes its best action at every update."""
     rows = [r for r in h.learning(h.health) if r.get(H.POLICY_CHURN) is not None]
-    row = streak(rows[3:], lambda r: number(r[H.POLICY_CHURN]) >= CHURN_ALARM, STREAK)
+    skip = max(0, 3 - h.earlier.churn_rows)  # the first three since learning started are not judged
+    row = streak(rows[skip:], lambda r: number(r[H.POLICY_CHURN]) >= CHURN_ALARM, STREAK)
     if row is None:
         return None
     return Finding(
@@ -323,3 +336,27 @@ def policy_churn(h: History) -> Finding | None:
         "some churn is normal (Schaul et al. 2022: a large fraction of states within a handful of updates), "
         "but this much at every update means the policy the agent acts with is close to noise",
         "a lower learning rate; --double-dqn; copy the target less often (--target-update-every)")
+
+
+# A healthy prioritized CartPole run's draws spread as if over 7.8-66% of its transitions
+# (docs/health.md, "Healthy ranges"); below 1% they sit on a handful of them.
+PER_COLLAPSE = 0.01
+
+
+def replay_collapse(h: History) -> Finding | None:
+    """Prioritized replay drawing from a handful of transitions: the priorities collapsed."""
+    rows = [r for r in h.learning(h.health) if r.get(H.PER_EFFECTIVE_FRACTION) is not None]
+    row = streak(rows, lambda r: number(r[H.PER_EFFECTIVE_FRACTION]) < PER_COLLAPSE, STREAK)
+    if row is None:
+        return None
+    return Finding(
+        "replay_collapse", "warning", row["env_steps"],
+        f"prioritized replay draws as if from {number(row[H.PER_EFFECTIVE_FRACTION]):.2%} of the transitions it "
+        f"can sample (effective sample size of the priorities); largest importance weight "
+        f"{number(row.get(H.PER_WEIGHT_MAX)):.3g}",
+        "a few transitions take nearly every draw — often the newest ones, which enter at the largest "
+        "priority ever written, set once by an outlier TD error and never lowered — so the rest of the "
+        "replay is barely replayed and the importance weights scale its gradients down",
+        "look for the outlier (td_abs_max in the health rows where it began) and its cause: unclipped "
+        "rewards, a Q-value spike, a learning rate too high (--max-grad-norm=10); or lower "
+        "--priority-exponent (0.5 as Dopamine, 0 samples uniformly), or train without --prioritized-replay")

@@ -48,11 +48,13 @@ class Trainer:
                                                        step=self.resumed_at)
             self.book = Bookkeeping.from_meta(meta, config.num_seeds, config.num_envs)
             self.state = self.loop.resume(agents, self.book.iteration)
-            self.history = [r for r in read_metrics(run_dir) if r["kind"] in RULE_ROW_KINDS]
         else:
             self.book = Bookkeeping.fresh(config.num_seeds, config.num_envs)
             self.state = self.loop.init(agent_keys(config))
-            self.history = []
+        # What the health rules read: each agent's recent rows, and folds of the older ones.
+        self.histories = {seed: History.bounded(config) for seed in self.seeds}
+        if resume:
+            self.remember([r for r in read_metrics(run_dir) if r["kind"] in RULE_ROW_KINDS])
         if self.main:
             (run_dir / CONFIG_FILE).write_text(presets.to_toml(config), encoding="utf-8")
         self.evaluator = Evaluator(config, self.loop.learner.network)
@@ -108,7 +110,7 @@ class Trainer:
         rows = chunk_rows(chunk.records, self.seeds, E, chunk.start_iteration * E, rate)
         for row in rows.all():
             self.writer.write(row)
-        self.history += rows.train + rows.health
+        self.remember(rows.train + rows.health)
         seconds_left = self.remaining.update(self.book.env_steps, time.perf_counter())
         self.warn_if_days_on_cpu(seconds_left)
         self.progress.update(self.book.env_steps, rate=f"{rate:,.0f}", eps=f"{rows.train[0]['epsilon']:.3f}",
@@ -148,12 +150,19 @@ class Trainer:
             return True
         return False
 
+    def remember(self, rows: list[dict]) -> None:
+        """Gives the rows (any agents', in order) to their agents' histories."""
+        for row in rows:
+            if row.get("seed") in self.histories:
+                self.histories[row["seed"]].add([row])
+
     def report_findings(self) -> list[Finding]:
         """Runs the health rules; records each new finding once per seed and prints it once per rule
         ("3 of 8 seeds: ..." when several agents train). Returns the error-level ones."""
         errors, new = [], {}
         for seed in self.seeds:
-            for finding in diagnose(History.from_rows(self.config, self.history, seed)):
+            found_before = {rule for s, rule in self.book.reported_findings if s == seed}
+            for finding in diagnose(self.histories[seed], found_before):
                 if finding.severity == "error":
                     errors.append(finding)
                 if (seed, finding.rule) in self.book.reported_findings:
@@ -183,7 +192,7 @@ class Trainer:
                              config.eval_return_window, self.book.best, wall_seconds,
                              reward_unit=abs(config.reward_scale) or 1.0):
             self.writer.write(row)
-            self.history.append(row)
+            self.remember([row])
         for s in np.flatnonzero(improved):  # every process saves (orbax's saves are collective), process 0 writes
             best = jax.tree.map(lambda x, s=s: x[s], params)
             checkpoint.save_best_params(self.run_dir, self.seeds[s], best, self.book.best[s], env_steps)

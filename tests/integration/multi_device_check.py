@@ -1,7 +1,9 @@
 """Run by `test_agents_sharded_over_devices_*` in a subprocess: XLA's forced CPU devices must be set
 before jax starts. Trains 8 tiny CartPole agents sharded over 4 devices, and on one device, and
-prints what the test checks as one JSON line. (That sharded runs repeat bit for bit, whatever the
-processes holding the devices, is `test_distributed.py`'s.)"""
+prints what the test checks as one JSON line. The agents use prioritized replay: its sum tree
+is sharded with the rest of the agents, and the uniform replay's arrays are there as without it.
+(That sharded runs repeat bit for bit, whatever the processes holding the devices, is
+`test_distributed.py`'s.)"""
 
 import json
 import os
@@ -19,7 +21,7 @@ from helpers import run_loop, tiny_cartpole_config  # noqa: E402
 
 from dqn_jax import loop  # noqa: E402
 
-config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8)
+config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8, prioritized_replay=True)
 sharded_loop, state = run_loop(config, chunks=2)
 sharded = jax.device_get(state.agents.params)
 loop.seed_mesh = lambda num_seeds: None  # the same agents on one device

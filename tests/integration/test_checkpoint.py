@@ -21,9 +21,11 @@ from dqn_jax.metrics import read_metrics
 from dqn_jax.train import main, train
 
 
-def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path):
-    loop, state = run_loop(tiny_cartpole, chunks=2)  # 800 env steps: learning has started, Adam's moments are non-zero
-    keys = agent_keys(tiny_cartpole)
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path, prioritized):
+    config = dataclasses.replace(tiny_cartpole, prioritized_replay=prioritized)
+    loop, state = run_loop(config, chunks=2)  # 800 env steps: learning has started, Adam's moments are non-zero
+    keys = agent_keys(config)
     saved = checkpoint.StateCheckpoints(tmp_path, keep=2)
     saved.save(800, state.agents, {"iteration": 200})
     saved.close()
@@ -36,6 +38,7 @@ def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpo
         uninterrupted, _ = update(uninterrupted)
         restored, _ = update(restored)
     assert int(restored.updates[0]) > 25
+    assert (restored.priorities is not None) == prioritized  # saved and restored with the agents
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -163,7 +163,8 @@ def test_redo_revives_a_collapsed_layer(health_cartpole, tmp_path, redo_every):
 
 
 @pytest.mark.parametrize("rule", ["exploding_gradients", "vanishing_gradients", "epsilon_floor_before_learning",
-                                  "q_overestimation", "plasticity_loss", "policy_churn", "no_learning_progress"])
+                                  "q_overestimation", "plasticity_loss", "policy_churn", "no_learning_progress",
+                                  "replay_collapse"])
 def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
     """The plants of `benchmarks/plants.py` (the detection benchmark's) at their shortest: the rule
     fires, and nothing else does — except that Q values pushed up also kill units of the second

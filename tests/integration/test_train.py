@@ -129,10 +129,25 @@ def test_overlapped_learning_runs_the_updates_before_the_write_in_both_loops(tin
     assert not any(np.allclose(f, d) for f, d in zip(jax.tree.leaves(fused), jax.tree.leaves(default), strict=True))
 
 
-def test_overlapped_learning_does_not_copy_the_replay():
+def test_prioritized_replay_gives_the_same_agents_in_the_fused_and_the_host_loop(tiny_cartpole):
+    """The updates write the priorities and the env steps write them too: both loops do it in the
+    same order, with and without `overlap_learning`, and get the same bits."""
+    for overlap in (False, True):
+        config = dataclasses.replace(tiny_cartpole, prioritized_replay=True, overlap_learning=overlap)
+        fused = jax.device_get(run_loop(config, chunks=2)[1].agents)
+        host = jax.device_get(run_loop(dataclasses.replace(config, loop="host"), chunks=2)[1].agents)
+        assert float(np.sum(fused.priorities.nodes)) > 0
+        for f, h in zip(jax.tree.leaves(fused), jax.tree.leaves(host), strict=True):
+            np.testing.assert_array_equal(f, h)
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_overlapped_learning_does_not_copy_the_replay(prioritized):
     """The updates read the replay before the step's write: XLA copied the whole replay at every
-    step until the write was made to depend on the updates (`iteration.write_after_updates`)."""
-    config = dataclasses.replace(tiny_cartpole_config(), replay_capacity=1_000_000)  # 16 MB of observations
+    step until the write was made to depend on the updates (`iteration.write_after_updates`). With
+    prioritized replay the updates also write the priorities, and still no copy of the frames."""
+    config = dataclasses.replace(tiny_cartpole_config(), replay_capacity=1_000_000,  # 16 MB of observations
+                                 prioritized_replay=prioritized)
     temp = {}
     for overlap in (False, True):
         loop = build_loop(dataclasses.replace(config, overlap_learning=overlap))

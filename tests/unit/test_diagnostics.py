@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import pytest
 
 from dqn_jax import diagnostics, presets
 from dqn_jax import health as H
 from dqn_jax.diagnostics import History, diagnose
+from dqn_jax.findings import TAIL
 
 CARTPOLE = presets.preset("CartPole")  # gamma 0.995: |Q| <= 200 for rewards of 1
 PONG = presets.preset("Pong")
@@ -200,6 +202,16 @@ def test_policy_churn_when_a_third_of_the_batch_flips_at_every_update():
     assert diagnostics.policy_churn(with_health(2000, **{H.POLICY_CHURN: 0.2})) is None
 
 
+def test_replay_collapse_when_prioritized_replay_draws_from_under_one_percent():
+    collapsed = with_health(3000, **{H.PER_EFFECTIVE_FRACTION: 0.004, H.PER_WEIGHT_MAX: 900.0})
+    finding = fired(diagnostics.replay_collapse, collapsed)
+    assert finding.env_steps == 3000 and "0.40%" in finding.evidence and "900" in finding.evidence
+    # The lowest a healthy prioritized CartPole run showed (docs/health.md) stays quiet.
+    assert diagnostics.replay_collapse(with_health(3000, **{H.PER_EFFECTIVE_FRACTION: 0.078})) is None
+    assert [f.rule for f in diagnose(with_health(3000, **{H.PER_EFFECTIVE_FRACTION: 0.004, H.NONFINITE: 1.0}))] == [
+        "non_finite"]
+
+
 def test_diagnose_reports_the_cause_not_its_consequences():
     both = with_health(3000, **{H.NONFINITE: 1.0, H.Q_MAX: 1e9, H.GRAD_NORM: 1e9})
     assert [f.rule for f in diagnose(both)] == ["non_finite"]
@@ -222,3 +234,93 @@ def test_the_doctor_does_not_call_a_run_that_never_updated_healthy(tmp_path):
     assert lines[0] == (f"learning has not started in {tmp_path}: no update was made (learning starts at env step "
                         "5,000; the run has 4,000), so there is nothing to judge yet")
     assert not any("healthy" in line for line in lines)
+
+
+# --- the bounded History the trainer feeds chunk by chunk -------------------------------------------
+
+CHUNKS = 40  # a long history: most of its rows have left a bounded History by the time a rule fires
+
+
+def long_history(failing: dict | None = None, from_chunk: int = 30, evals: Callable | None = None,
+                 train: Callable | None = None) -> list[dict]:
+    """Rows of a 40-chunk CartPole run in the order the trainer writes them (train, health, then an
+    evaluation every other chunk), healthy until `from_chunk`, from where `failing` is in every
+    health row; `evals(i)` and `train(i)` replace chunk i's evaluation and train rows."""
+    rows = []
+    for i in range(1, CHUNKS + 1):
+        step = 1000 * i
+        rows.append(train(i) if train else train_row(step, learning=step > CARTPOLE.learning_starts))
+        # healthy_health's dormancy and srank drift suits 7 chunks; over 40 they drift more slowly
+        health = healthy_health(step, **{H.GRAD_NORM: 1.0 + (i % 3) / 10, H.SRANK: 36.0 - i / 10,
+                                         H.DORMANT_FRACTION: 0.1 + i / 400,
+                                         H.per_layer(H.DORMANT_FRACTION, "torso/dense_0"): 0.1 + i / 400})
+        rows.append({**health, **(failing or {})} if i >= from_chunk else health)
+        if i % 2 == 1:
+            rows.append(evals(i) if evals else eval_row(step, 20.0 * i))
+    return rows
+
+
+FAILING_HISTORIES = {
+    "healthy": long_history(),
+    "non_finite": long_history({H.NONFINITE: 1.0}),
+    "dead_q_head": long_history({H.Q_ZERO_FRACTION: 0.9}),
+    "dead_layer": long_history({H.per_layer(H.DEAD_FRACTION, "torso/dense_0"): 0.99}),
+    "reward_signal_empty": long_history({H.BATCH_REWARD_NONZERO: 0.0}),  # the env paid in earlier rows
+    "optimizer_reset": long_history({H.OPTIMIZER_STEPS: 1}),
+    "q_divergence": long_history({H.Q_MAX: 1e6}),
+    "exploding_gradients": long_history({H.GRAD_NORM: 1e7}),  # against the first three rows' norms
+    "vanishing_gradients": long_history({H.GRAD_NORM: 1e-10}),
+    "episode_length_exploit": long_history({H.TRUNCATED_FRACTION: 1.0, H.TRUNCATED_RETURN_MEAN: 10.0}),
+    "life_loss_not_terminal": [  # three lives lost, the first at chunk 2, long before the third
+        {**r, H.LIFE_LOSSES: 1} if r["kind"] == "health" and r["env_steps"] in (2000, 15000, 33000) else r
+        for r in long_history()],
+    "epsilon_floor_before_learning": long_history(train=lambda i: train_row(1000 * i, learning=i > 1,
+                                                                                      epsilon=CARTPOLE.epsilon_end)),
+    "no_learning_progress": long_history(evals=lambda i: eval_row(1000 * i, 20.0)),
+    "plasticity_loss/dormant": long_history({H.DORMANT_FRACTION: 0.7,
+                                             H.per_layer(H.DORMANT_FRACTION, "torso/dense_0"): 0.7}),
+    "plasticity_loss/srank": long_history({H.SRANK: 5.0}),  # against the peak of the first rows
+    "q_overestimation": long_history(evals=lambda i: eval_row(1000 * i, 20.0 * i, 0.1 if i < 29 else 0.5 * i - 13)),
+    "policy_churn": long_history({H.POLICY_CHURN: 0.5}),
+    "replay_collapse": long_history({H.PER_EFFECTIVE_FRACTION: 0.004}),
+}
+
+
+def first_findings(rows: list[dict], limit: int | None) -> dict[str, tuple[int, str, int]]:
+    """Diagnoses after every row, as the trainer does after every chunk; returns each rule's first
+    report: (env step, evidence, rows seen). `limit` None: the full history of the rows so far and
+    no memory of earlier reports (the rules as they were); else a bounded History of `limit` rows."""
+    bounded = History.bounded(CARTPOLE, limit) if limit else None
+    first: dict = {}
+    for seen, row in enumerate(rows, start=1):
+        if bounded is None:
+            findings = diagnose(History.from_rows(CARTPOLE, rows[:seen]))
+        else:
+            bounded.add([row])
+            findings = diagnose(bounded, set(first))
+        for f in findings:
+            first.setdefault(f.rule, (f.env_steps, f.evidence, seen))
+    return first
+
+
+@pytest.mark.parametrize("name", FAILING_HISTORIES)
+def test_a_bounded_history_reports_what_the_whole_history_reports_when_it_reports_it(name):
+    rows = FAILING_HISTORIES[name]
+    whole = first_findings(rows, limit=None)
+    expected = name.split("/")[0]
+    assert (expected in whole) == (name != "healthy"), whole  # each history shows its failure
+    for limit in (4, TAIL):  # 4: fewer rows than most windows, so the folds of `Earlier` do the work
+        assert first_findings(rows, limit) == whole
+
+
+def test_the_recorded_pong_run_raises_no_finding_either_way():
+    import gzip
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "results" / "pong_cpu_atari_s0_metrics.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.open(path, "rt") if '"fingerprint"' not in line]
+    history = History.bounded(dataclasses.replace(presets.preset("Pong"), learning_starts=20_000), limit=4)
+    history.add(rows)
+    assert diagnose(history) == [] == diagnose(History.from_rows(history.config, rows))
+    assert len(history.health) == 4 and history.earlier.evals_since_learning == 13 - 4  # the first at 50k

@@ -18,6 +18,9 @@ def test_plan_counts_the_replay_and_four_copies_of_the_params():
     nature_cnn = (8 * 8 * 4 * 32 + 32) + (4 * 4 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (3136 * 512 + 512)
     assert memory.num_params == nature_cnn + 512 * 18 + 18  # full action space: an upper bound
     assert memory.params == 2 * memory.num_params * 4 * 4
+    # Prioritized replay adds its sum tree: 2 × 2^20 float32 nodes for 1,000,000 slots, per agent.
+    prioritized = preflight.plan(dataclasses.replace(pong, prioritized_replay=True))
+    assert prioritized.replay - memory.replay == 2 * (2 * 2**20 * 4)
 
 
 def test_a_replay_over_the_available_memory_is_refused_in_one_line():
@@ -28,6 +31,8 @@ def test_a_replay_over_the_available_memory_is_refused_in_one_line():
     assert "needs about 28.38 GB for its replay (1,000,000 transitions × 7,067 B × 4 agents)" in message
     assert "only 24.00 GB of memory is available; lower --replay-capacity or --num-seeds" in message
     assert preflight.check(dataclasses.replace(pong, replay_capacity=100_000), host_bytes=24 * 10**9).total > 0
+    with pytest.raises(ConfigError, match=r"× 7,067 B \+ 8.4 MB of priorities × 4 agents"):
+        preflight.check(dataclasses.replace(pong, prioritized_replay=True), host_bytes=24 * 10**9)
 
 
 def test_the_first_line_of_a_run_names_its_size():
