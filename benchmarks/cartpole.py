@@ -52,7 +52,7 @@ def main() -> None:
                       if (values := [r[name] for r in evals if r["kind"] == "health" and r.get(name) is not None])}
             doctor = subprocess.run([sys.executable, "-m", "dqn_jax.doctor", str(run_dir)], capture_output=True,
                                     text=True)
-            if seed == args.seeds[0]:  # the doctor's plots of one real run, shown in docs/health.md
+            if seed == args.seeds[0] and not extra:  # the doctor's plots of the preset's run, in docs/health.md
                 shutil.copy(run_dir / "doctor.png", Path(args.out).parent / "doctor_cartpole.png")
             rows.append({"seed": seed, "final_eval_return": summary["final_eval_return"],
                          "doctor_exit_code": doctor.returncode, "doctor_report": doctor.stdout,
