@@ -11,7 +11,9 @@ PHASE is one of:
 - `pong`: `python -m dqn_jax.train --game=Pong --config=gpu_atari` with 4 seeds in one program
   until every seed's evaluation return reaches 20, or the budget ends (then it resumes from its
   checkpoint on the next call, while the machine still holds `--work`);
-- `breakout`: the Breakout preset with the GPU overlay for what time is left.
+- `breakout`: the Breakout preset with the GPU overlay for what time is left;
+- `prioritized`: prioritized replay's update against the uniform one, in turns
+  (`benchmarks/update_cost.py --prioritized`), at each batch size of the speed phase.
 
 Every phase appends to `gpu_<phase>_<tag>.json` in `--results` (default `benchmarks/results`, with
 the machine and versions) and skips the cells that file already holds. The results folder is
@@ -31,7 +33,7 @@ On the GPU machine (the wheels come from `python benchmarks/gpu_bundle.py`; name
 On a short lease (15 minutes of device time, machine start included), the order that answers most:
 `pong --budget-s 560` first (the goal: Pong 20 within 10 minutes of one run), then `speed
 --budget-s 150` (its first two cells time the learning settings with `overlap_learning` off and
-on), then `determinism` with what is left.
+on), then `determinism` and `prioritized` with what is left.
 """
 
 from __future__ import annotations
@@ -228,6 +230,31 @@ def phase_speed(scale: Scale, results: Results, deadline: Deadline) -> None:
         longest = max(longest, time.monotonic() - start)
 
 
+# --- prioritized replay --------------------------------------------------------------------------
+def phase_prioritized(scale: Scale, results: Results, deadline: Deadline) -> None:
+    """Times the prioritized update against the uniform one at each batch size not yet recorded."""
+    import update_cost
+
+    from dqn_jax import presets
+    from dqn_jax.config import validate
+
+    longest = 30.0 * scale.seconds  # a first guess at a cell's cost (4 compilations); then the longest seen
+    for batch in scale.batch_sizes:
+        cell = f"update_cost batch={batch}"
+        if results.done(cell):
+            continue
+        if not deadline.fits(longest):
+            print(f"budget: {deadline.left():.0f} s left; run the phase again to go on from {cell}")
+            return
+        start = time.monotonic()
+        config = validate(dataclasses.replace(presets.preset(scale.game), batch_size=batch,
+                                              replay_capacity=scale.replay, learning_starts=batch * 4, progress=False))
+        rows = update_cost.measure(config, updates=20, seconds=scale.seconds, prioritized=True)
+        results.add(cell, batch_size=batch, unit="ms per update of one agent", **rows,
+                    seconds=round(time.monotonic() - start, 1))
+        longest = max(longest, time.monotonic() - start)
+
+
 # --- determinism --------------------------------------------------------------------------------
 def phase_determinism(scale: Scale, results: Results, deadline: Deadline) -> None:
     """`dqn_jax.repro` twice with the deterministic-ops flag and once without; records each verdict and wall time."""
@@ -383,7 +410,7 @@ def device_tag() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("speed", "determinism", "pong", "breakout"))
+    parser.add_argument("phase", choices=("speed", "determinism", "pong", "breakout", "prioritized"))
     parser.add_argument("--budget-s", type=float, default=510.0, help="the phase's deadline (seconds)")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--work", type=Path, default=Path("runs") / "gpu_suite", help="learning runs' directories")
@@ -400,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         phase_speed(scale, results, deadline)
     elif args.phase == "determinism":
         phase_determinism(scale, results, deadline)
+    elif args.phase == "prioritized":
+        phase_prioritized(scale, results, deadline)
     else:
         game = scale.learn_game if args.phase == "pong" else ("CartPole" if args.smoke else "Breakout")
         target = PONG_TARGET if args.phase == "pong" and not args.smoke else None

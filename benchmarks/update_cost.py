@@ -128,7 +128,7 @@ def with_random_priorities(loop, agents):
         slots = steps % T
         ok = sampleable[:, None] & replay_state.is_transition[slots]
         values = jnp.where(ok, jax.random.uniform(key, (T, E), minval=1e-3, maxval=1.0), 0.0)
-        nodes = sum_tree.set_values(sum_tree.init(T * E), (slots[:, None] * E + jnp.arange(E)).reshape(-1),
+        nodes = sum_tree.set_values(sum_tree.init(T * E), (slots[:, None] * E + jnp.arange(E)[None, :]).reshape(-1),
                                     values.reshape(-1))
         return nodes
 

@@ -67,3 +67,13 @@ def test_learning_phase_records_the_curve_and_resumes(tmp_path):
     suite.main(arguments)  # a second command continues the run from its checkpoint
     (row,) = _rows(tmp_path / "gpu_pong_smoke_cpu.json").values()
     assert len(row["commands"]) == 2 and "--resume=" in row["commands"][1]
+
+
+def test_prioritized_phase_times_both_updates_at_each_batch_size(tmp_path):
+    suite = load_benchmark("gpu_suite")
+    assert suite.main(["prioritized", "--smoke", "--results", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "gpu_prioritized_smoke_cpu.json")
+    assert list(rows) == [f"update_cost batch={b}" for b in suite.SMOKE.batch_sizes]
+    row = rows["update_cost batch=32"]
+    assert row["update"] > 0 and row["prioritized_update"] > 0
+    assert row["prioritized_vs_uniform"] == round(row["prioritized_update"] / row["update"], 3)
