@@ -117,20 +117,13 @@ def fill_replay(loop, agents, steps: int):
 
 def with_random_priorities(loop, agents):
     """Returns `agents` with priorities in (0, 1] on every sampleable slot of their filled replays
-    (the slots `prioritized.after_add` would have entered), 0 elsewhere."""
-    settings = loop.replay.settings
-    T, E = settings.ring_steps, settings.num_envs
+    (`Replay.sampleable`, the slots `prioritized.after_add` would have entered), 0 elsewhere."""
+    T, E = loop.replay.ring_steps, loop.replay.num_envs
 
     def one(replay_state, key):
-        total = replay_state.total_steps
-        steps = total - 1 - jnp.arange(T)  # the ring's steps, newest first
-        sampleable = (steps >= jnp.maximum(total - T, 0) + settings.stack - 1) & (steps <= total - 1 - settings.n_step)
-        slots = steps % T
-        ok = sampleable[:, None] & replay_state.is_transition[slots]
-        values = jnp.where(ok, jax.random.uniform(key, (T, E), minval=1e-3, maxval=1.0), 0.0)
-        nodes = sum_tree.set_values(sum_tree.init(T * E), (slots[:, None] * E + jnp.arange(E)[None, :]).reshape(-1),
-                                    values.reshape(-1))
-        return nodes
+        values = jnp.where(loop.replay.sampleable(replay_state),
+                           jax.random.uniform(key, (T, E), minval=1e-3, maxval=1.0), 0.0)
+        return sum_tree.set_values(sum_tree.init(T * E), jnp.arange(T * E), values.reshape(-1))
 
     keys = jax.random.split(jax.random.PRNGKey(1), loop.config.num_seeds)
     nodes = jax.jit(jax.vmap(one))(agents.replay, keys)

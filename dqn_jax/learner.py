@@ -109,14 +109,40 @@ def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.
     return adam, schedule
 
 
+def make_loss(network: nn.Module, *, double: bool, kind: str) -> Callable:
+    """Returns `loss(params, target_params, batch, weights) -> (loss [], (td_errors [B], q_tm1
+    [B, A], intermediates))`: the mean TD loss of a batch, weighted by `weights` [B] when not None
+    (prioritized replay's importance weights); Double DQN's bootstrap action when `double`."""
+
+    def loss(params, target_params, batch, weights):
+        q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
+        q_t_target = network.apply(target_params, batch.obs_t)
+        q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
+        errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
+                                    batch.discount_t, q_t_target, q_t_selector)
+        losses = jax.vmap(lambda e: td_loss(e, kind))(errors)
+        mean = jnp.mean(losses if weights is None else weights * losses)
+        return mean, (errors, q_tm1, activations.get("intermediates", {}))
+
+    return loss
+
+
+def target_after(params: chex.ArrayTree, target_params: chex.ArrayTree, num_updates: jax.Array, *,
+                 every: int, tau: float) -> chex.ArrayTree:
+    """Returns the target network after update `num_updates` []: every `every` updates a copy of
+    `params` (tau 1) or the Polyak average `tau * params + (1 - tau) * target`; else unchanged."""
+    due = num_updates % every == 0
+    return jax.tree.map(lambda p, t: jnp.where(due, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
+                        params, target_params)
+
+
 def make_learner(config: Config, network: nn.Module, replay: Replay,
                  optimizer: optax.GradientTransformation | None = None) -> Learner:
     """Returns the learner for one agent; pass `optimizer` to replace the config's Adam."""
     default_optimizer, schedule = make_optimizer(config)
     optimizer = optimizer or default_optimizer
-    double, loss_kind = config.double_dqn, config.loss
+    loss_fn = make_loss(network, double=config.double_dqn, kind=config.loss)
     redo_every, redo_tau = config.redo_every, config.redo_tau
-    target_every, tau = config.target_update_every, config.target_update_tau
     prioritized = None
     if config.prioritized_replay:
         prioritized = make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
@@ -137,16 +163,6 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             updates=jnp.zeros((), jnp.int32),
             priorities=prioritized.init() if prioritized else None,
         )
-
-    def loss_fn(params, target_params, batch, weights):
-        q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
-        q_t_target = network.apply(target_params, batch.obs_t)
-        q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
-        errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
-                                    batch.discount_t, q_t_target, q_t_selector)
-        losses = jax.vmap(lambda e: td_loss(e, loss_kind))(errors)
-        loss = jnp.mean(losses if weights is None else weights * losses)
-        return loss, (errors, q_tm1, activations.get("intermediates", {}))
 
     def update(state: AgentState, with_health: bool = True) -> tuple[AgentState, dict]:
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
@@ -181,10 +197,8 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
                 lambda: redo.recycle(params, opt_state, optimizer, network.init(redo_key, batch.obs_tm1),
                                      intermediates, redo_tau),
                 lambda: (params, opt_state, recycled))
-        copy = num_updates % target_every == 0
-        target_params = jax.tree.map(
-            lambda p, t: jnp.where(copy, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
-            params, state.target_params)
+        target_params = target_after(params, state.target_params, num_updates,
+                                     every=config.target_update_every, tau=config.target_update_tau)
         metrics = {
             "loss": loss,
             "q_mean": jnp.mean(q_tm1),

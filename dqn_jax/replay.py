@@ -75,6 +75,7 @@ class Replay(NamedTuple):
     add: Callable[..., ReplayState]
     sample: Callable[[ReplayState, jax.Array], tuple[Transition, SampleIndex]]
     can_sample: Callable[[ReplayState], jax.Array]
+    sampleable: Callable[[ReplayState], jax.Array]
     stack_at: Callable[[ReplayState, jax.Array, jax.Array], jax.Array]
     gather: Callable[[ReplayState, jax.Array, jax.Array], Transition]
     ring_steps: int
@@ -133,7 +134,8 @@ def make_replay(
     settings = ReplaySettings(ring_steps, num_envs, tuple(frame_shape), frame_dtype, stack, batch_size, gamma, n_step)
     bind = functools.partial
     return Replay(bind(_init, settings), bind(_add, settings), bind(_sample, settings),
-                  bind(_can_sample, settings), bind(_stack_at, settings), bind(_gather, settings),
+                  bind(_can_sample, settings), bind(_sampleable, settings), bind(_stack_at, settings),
+                  bind(_gather, settings),
                   ring_steps, num_envs, settings)
 
 
@@ -194,6 +196,17 @@ def _written(c: ReplaySettings, state: ReplayState) -> jax.Array:
 def _can_sample(c: ReplaySettings, state: ReplayState) -> jax.Array:
     """Returns True when at least one slot has its whole stack and its next `n_step` frames."""
     return _written(c, state) - c.stack - c.n_step + 1 >= 1
+
+
+def _sampleable(c: ReplaySettings, state: ReplayState) -> jax.Array:
+    """Returns [T, E] bool by slot: the transitions `sample` may draw (a whole stack, the next
+    `n_step` frames written, not a reset step)."""
+    T = c.ring_steps
+    steps = state.total_steps - 1 - jnp.arange(T)  # the slots' global steps, newest first
+    oldest = state.total_steps - _written(c, state)
+    in_range = (steps >= oldest + c.stack - 1) & (steps <= state.total_steps - 1 - c.n_step)
+    by_slot = jnp.zeros((T,), bool).at[steps % T].set(in_range)
+    return by_slot[:, None] & state.is_transition
 
 
 def _draw_indices(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -132,6 +132,7 @@ def test_positive_leaves_are_exactly_the_uniform_samplers_sampleable_slots(steps
     newest = steps - 1
     positive = {(newest - (newest - leaf // E) % T, leaf % E) for leaf in np.flatnonzero(leaves)}
     assert positive == _uniform_sampleable(state)
+    assert np.array_equal(leaves[:T * E].reshape(T, E) > 0, np.asarray(replay.sampleable(state)))
     assert leaves[T * E:].sum() == 0  # padding
     if positive:
         draws = prioritized.sample(state, priorities, jax.random.PRNGKey(steps), jnp.float32(0.5))
