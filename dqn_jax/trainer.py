@@ -127,7 +127,7 @@ class Trainer:
             days = seconds_left / 86_400
             self.progress.log(f"note: at the rate since learning started this run needs about {days:.1f} more days "
                               "on this CPU; --config=cpu_atari is tuned to learn in fewer updates on a small machine "
-                              "(Pong on 2 CPU cores: 16.9 after 1.4M env steps and 5.2 hours, not yet 20; "
+                              "(Pong on 2 CPU cores: 18.0 after 1.9M env steps and 7.4 hours, not yet 20; "
                               "docs/results.md, 'Pong on 2 CPU cores'), --config=breakout_cpu_1h takes a quick look "
                               "at Breakout, or use a GPU (README: On a GPU)")
 

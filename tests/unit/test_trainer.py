@@ -29,7 +29,7 @@ def test_an_atari_run_of_days_on_a_cpu_names_the_small_machine_preset_and_its_me
     Trainer.warn_if_days_on_cpu(fake, 3 * 86_400.0)
     assert len(logged) == 1
     assert "about 3.0 more days" in logged[0] and "--config=cpu_atari" in logged[0]
-    assert "16.9 after 1.4M env steps and 5.2 hours" in logged[0]  # docs/results.md, pong_cpu_atari_s0.json
+    assert "18.0 after 1.9M env steps and 7.4 hours" in logged[0]  # docs/results.md, pong_cpu_atari_s0.json
 
 
 def test_no_note_under_a_day_for_cartpole_or_on_an_accelerator(monkeypatch):
