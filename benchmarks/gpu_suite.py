@@ -211,10 +211,12 @@ def run_speed_cell(scale: Scale, parameters: dict) -> dict:
             "overlap_learning": config.overlap_learning}
 
 
-def phase_speed(scale: Scale, results: Results, deadline: Deadline) -> None:
-    """Runs every speed cell not yet recorded, while the deadline allows one more."""
-    longest = 20.0 * scale.seconds  # a first guess at a cell's cost; then the longest seen
-    for cell, parameters in speed_cells(scale):
+def run_cells(cells, measure, results: Results, deadline: Deadline, first_guess: float) -> None:
+    """Measures each `(cell, parameters)` not yet in `results` with `measure(parameters) -> dict`
+    and records its values and seconds, while the deadline allows one more: `first_guess` seconds
+    for the first cell, then the longest cell seen."""
+    longest = first_guess
+    for cell, parameters in cells:
         if results.done(cell):
             continue
         if not deadline.fits(longest):
@@ -222,12 +224,21 @@ def phase_speed(scale: Scale, results: Results, deadline: Deadline) -> None:
                   f"run the phase again to go on from {cell}")
             return
         start = time.monotonic()
-        try:
-            values = run_speed_cell(scale, parameters)
-        except Exception as err:  # noqa: BLE001 - one failing size (memory, EnvPool) must not end the table
-            values = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        values = measure(parameters)
         results.add(cell, **values, seconds=round(time.monotonic() - start, 1))
         longest = max(longest, time.monotonic() - start)
+
+
+def phase_speed(scale: Scale, results: Results, deadline: Deadline) -> None:
+    """Runs every speed cell not yet recorded, while the deadline allows one more."""
+
+    def measure(parameters: dict) -> dict:
+        try:
+            return run_speed_cell(scale, parameters)
+        except Exception as err:  # noqa: BLE001 - one failing size (memory, EnvPool) must not end the table
+            return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+
+    run_cells(speed_cells(scale), measure, results, deadline, first_guess=20.0 * scale.seconds)
 
 
 # --- prioritized replay --------------------------------------------------------------------------
@@ -238,21 +249,14 @@ def phase_prioritized(scale: Scale, results: Results, deadline: Deadline) -> Non
     from dqn_jax import presets
     from dqn_jax.config import validate
 
-    longest = 30.0 * scale.seconds  # a first guess at a cell's cost (4 compilations); then the longest seen
-    for batch in scale.batch_sizes:
-        cell = f"update_cost batch={batch}"
-        if results.done(cell):
-            continue
-        if not deadline.fits(longest):
-            print(f"budget: {deadline.left():.0f} s left; run the phase again to go on from {cell}")
-            return
-        start = time.monotonic()
+    def measure(batch: int) -> dict:
         config = validate(dataclasses.replace(presets.preset(scale.game), batch_size=batch,
                                               replay_capacity=scale.replay, learning_starts=batch * 4, progress=False))
         rows = update_cost.measure(config, updates=20, seconds=scale.seconds, prioritized=True)
-        results.add(cell, batch_size=batch, unit="ms per update of one agent", **rows,
-                    seconds=round(time.monotonic() - start, 1))
-        longest = max(longest, time.monotonic() - start)
+        return {"batch_size": batch, "unit": "ms per update of one agent", **rows}
+
+    cells = [(f"update_cost batch={batch}", batch) for batch in scale.batch_sizes]
+    run_cells(cells, measure, results, deadline, first_guess=30.0 * scale.seconds)  # 4 compilations a cell
 
 
 # --- determinism --------------------------------------------------------------------------------
