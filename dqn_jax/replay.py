@@ -193,9 +193,18 @@ def _written(c: ReplaySettings, state: ReplayState) -> jax.Array:
     return jnp.minimum(state.total_steps, c.ring_steps)
 
 
+def _sampleable_steps(c: ReplaySettings, state: ReplayState) -> tuple[jax.Array, jax.Array]:
+    """Returns `(first, last)` [] int32: the global steps that can be sampled are first ... last —
+    a whole stack in the ring before them and their next `n_step` frames written (reset steps
+    among them excepted). Empty (last < first) until enough steps are written."""
+    first = state.total_steps - _written(c, state) + c.stack - 1
+    return first, state.total_steps - 1 - c.n_step
+
+
 def _can_sample(c: ReplaySettings, state: ReplayState) -> jax.Array:
     """Returns True when at least one slot has its whole stack and its next `n_step` frames."""
-    return _written(c, state) - c.stack - c.n_step + 1 >= 1
+    first, last = _sampleable_steps(c, state)
+    return last >= first
 
 
 def _sampleable(c: ReplaySettings, state: ReplayState) -> jax.Array:
@@ -203,21 +212,18 @@ def _sampleable(c: ReplaySettings, state: ReplayState) -> jax.Array:
     `n_step` frames written, not a reset step)."""
     T = c.ring_steps
     steps = state.total_steps - 1 - jnp.arange(T)  # the slots' global steps, newest first
-    oldest = state.total_steps - _written(c, state)
-    in_range = (steps >= oldest + c.stack - 1) & (steps <= state.total_steps - 1 - c.n_step)
-    by_slot = jnp.zeros((T,), bool).at[steps % T].set(in_range)
+    first, last = _sampleable_steps(c, state)
+    by_slot = jnp.zeros((T,), bool).at[steps % T].set((steps >= first) & (steps <= last))
     return by_slot[:, None] & state.is_transition
 
 
 def _draw_indices(c: ReplaySettings, state: ReplayState, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Returns `(step, env)` [B] drawn uniformly from the sampleable slots, reset steps redrawn."""
-    count = _written(c, state)
-    oldest = state.total_steps - count
-    candidates = count - c.stack - c.n_step + 1  # positions oldest + stack - 1 ... total_steps - 1 - n_step
+    first, last = _sampleable_steps(c, state)
 
     def draw(key):
         step_key, env_key = jax.random.split(key)
-        step = oldest + c.stack - 1 + jax.random.randint(step_key, (c.batch_size,), 0, candidates)
+        step = first + jax.random.randint(step_key, (c.batch_size,), 0, last - first + 1)
         env = jax.random.randint(env_key, (c.batch_size,), 0, c.num_envs)
         return step, env
 
