@@ -75,11 +75,15 @@ def find(nodes: jax.Array, targets: jax.Array) -> jax.Array:
     Never returns a leaf whose value is 0 while the total is positive: a target that rounding has
     carried past the last positive leaf of a subtree lands on that leaf instead.
     """
-    node = jnp.ones(targets.shape, jnp.int32)
-    remaining = targets.astype(jnp.float32)
-    for _ in range(_depth(nodes)):
+    def descend(_, carry):
+        node, remaining = carry
         left, right = nodes[2 * node], nodes[2 * node + 1]
         go_right = (remaining >= left) & (right > 0)
-        remaining = jnp.where(go_right, remaining - left, remaining)
-        node = 2 * node + go_right.astype(jnp.int32)
+        return 2 * node + go_right.astype(jnp.int32), jnp.where(go_right, remaining - left, remaining)
+
+    # A loop, not a Python-unrolled chain: unrolled, XLA fuses every level's index arithmetic into
+    # each consumer's gather, and LLVM's loop vectorizer (jaxlib 0.11 and 0.12 on AVX-512 CPUs)
+    # takes time exponential in that depth to compile it — the learner's update never finished.
+    node, _ = jax.lax.fori_loop(0, _depth(nodes), descend, (jnp.ones(targets.shape, jnp.int32),
+                                                            targets.astype(jnp.float32)))
     return node - nodes.shape[0] // 2

@@ -23,13 +23,16 @@ from dqn_jax import loop  # noqa: E402
 
 config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8, prioritized_replay=True)
 sharded_loop, state = run_loop(config, chunks=2)
-sharded = jax.device_get(state.agents.params)
+sharded = jax.device_get(state.agents)
 loop.seed_mesh = lambda num_seeds: None  # the same agents on one device
-single = jax.device_get(run_loop(config, chunks=2)[1].agents.params)
-leaves = list(zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True))
+single = jax.device_get(run_loop(config, chunks=2)[1].agents)
+leaves = list(zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params), strict=True))
 print(json.dumps({
     "devices": sharded_loop.num_devices, "mode": sharded_loop.mode,
     "agents_per_device": [len(s.data) for s in state.agents.env_steps.addressable_shards],
+    "same_actions": bool(np.array_equal(sharded.replay.actions, single.replay.actions)),
+    "same_frames": bool(np.array_equal(sharded.replay.frames, single.replay.frames)),
+    "learning_rate": config.learning_rate,
     "max_abs_diff_vs_one_device": max(float(np.max(np.abs(a - c))) for a, c in leaves),
-    "agents_differ": not np.array_equal(*sharded["params"]["q_head"]["kernel"][:2]),
+    "agents_differ": not np.array_equal(*sharded.params["params"]["q_head"]["kernel"][:2]),
 }))

@@ -207,7 +207,8 @@ def test_time_limit_stops_after_a_chunk_with_a_checkpoint(tiny_cartpole, tmp_pat
 
 def test_agents_sharded_over_devices_match_one_device():
     """8 agents over 4 forced CPU devices (2 each, each device stepping its own EnvPool pool inside
-    the compiled chunk) compute what one device computes, up to float rounding."""
+    the compiled chunk) compute what one device computes: the same actions and observations, and
+    parameters that differ by float rounding as Adam amplifies it."""
     import subprocess
     import sys
     from pathlib import Path
@@ -218,7 +219,11 @@ def test_agents_sharded_over_devices_match_one_device():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4 and result["mode"] == "fused" and result["agents_per_device"] == [2, 2, 2, 2]
     assert result["agents_differ"]
-    assert result["max_abs_diff_vs_one_device"] < 1e-4
+    assert result["same_actions"] and result["same_frames"]
+    # The sharded program rounds differently from the one-device program, and Adam turns a gradient
+    # that is rounding noise into a step of up to the learning rate: jaxlib 0.10.2 gave 2.4e-7 here,
+    # 0.11.2 and 0.12.0.1 1.8e-4 with a learning rate of 1e-3 (after 101 updates, actions still equal).
+    assert result["max_abs_diff_vs_one_device"] < 0.5 * result["learning_rate"]
 
 
 def test_the_cartpole_preset_learns_the_game(tmp_path):
