@@ -22,7 +22,7 @@ ATARI_FRAME = (84, 84)  # EnvPool's Atari frames: 84x84 grey, uint8
 CARTPOLE_OBS = 4  # CartPole's observation: 4 float32 values
 MAX_ATARI_ACTIONS = 18  # the full action space: an upper bound for the parameter count
 # Beside the replay and parameters: the JAX runtime, compiled programs, EnvPool's emulators and
-# the batches in flight. Measured for one Pong agent with a 1M replay: 8.67 GB resident for 7.07 GB
+# the batches in flight. Measured for one Pong agent with a 1M replay: 8.61 GB resident for 7.07 GB
 # of replay (benchmarks/results/pong_memory_cpu.json); 2 GiB covers that difference with room.
 FIXED_MARGIN_BYTES = 2 * 2**30
 
