@@ -81,9 +81,9 @@ def find(nodes: jax.Array, targets: jax.Array) -> jax.Array:
         go_right = (remaining >= left) & (right > 0)
         return 2 * node + go_right.astype(jnp.int32), jnp.where(go_right, remaining - left, remaining)
 
-    # A loop, not a Python-unrolled chain: unrolled, XLA fuses every level's index arithmetic into
-    # each consumer's gather, and LLVM's loop vectorizer (jaxlib 0.11 and 0.12 on AVX-512 CPUs)
-    # takes time exponential in that depth to compile it — the learner's update never finished.
+    # A loop, not a Python-unrolled chain: unrolled, XLA fused every level's index arithmetic into
+    # each gather of a drawn slot, and LLVM's loop vectorizer (jaxlib 0.11.2 and 0.12.0.1 on an
+    # AVX-512 Xeon) did not finish compiling the learner's update in 10 minutes.
     node, _ = jax.lax.fori_loop(0, _depth(nodes), descend, (jnp.ones(targets.shape, jnp.int32),
                                                             targets.astype(jnp.float32)))
     return node - nodes.shape[0] // 2
