@@ -1,13 +1,15 @@
 """What one update costs beyond its network maths: the project's update against the bare update.
 
-    python benchmarks/update_cost.py [--game Pong] [--batch-sizes 32 96] [--updates 20] [--seconds 10]
+    python benchmarks/update_cost.py [--game Pong] [--config cpu_atari] [--torsos nature_cnn nips_cnn]
+                                     [--batch-sizes 32 64 128] [--updates 20] [--seconds 10]
                                      [--prioritized] [--out FILE]
 
 Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
 timed in 5 rounds that take turns (`--seconds` per row in all; the median round is kept), so that
 the machine's slow spells fall on every row alike. Rows, in ms per update of one agent:
 - `bare_update`: the network maths and Adam alone — online forward on the batch, target forward
-  on the next observations, the TD error and Huber loss, their gradient, Adam — on batches
+  on the next observations (and the online one on them with Double DQN), the TD error and the
+  config's loss, their gradient, Adam — on batches
   prepared beforehand (a different one at every update, so XLA cannot hoist work out of the loop);
 - `update`: the project's `learner.update` (health statistics off, as in 9 of 10 updates), mapped
   over one agent as the loop maps it (`Loop.over_agents`): sampling from a filled replay, stacks rebuilt, n-step
@@ -16,7 +18,10 @@ the machine's slow spells fall on every row alike. Rows, in ms per update of one
 - with `--prioritized`, `prioritized_update`: `update` with prioritized replay (stratified draws from
   the sum tree, importance-weighted loss, priorities written back), on the same replay with random
   priorities on its sampleable slots; `prioritized_vs_uniform` is prioritized_update / update.
-`overhead` is update / bare_update - 1.
+`overhead` is update / bare_update - 1. Each row also gives `*_per_transition`, ms per sampled
+transition (ms per update / batch size): what a replay ratio costs, whatever the batch. One row per
+torso (`nature_cnn`, `nips_cnn`) and batch size, on the game's preset with `--config`'s overlay
+(Pong's `cpu_atari` by default: 3-step Double DQN, mean squared error, as that preset trains).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 import optax
 
 from dqn_jax import envs, games, presets, sum_tree
-from dqn_jax.config import validate
+from dqn_jax.config import CNN_TORSOS, validate
 from dqn_jax.learner import td_error, td_loss
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.provenance import write_result
@@ -180,26 +185,39 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="Pong")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 96])
+    parser.add_argument("--config", default="cpu_atari", help="an overlay of dqn_jax/overlays ('' for none)")
+    parser.add_argument("--torsos", nargs="+", default=["nature_cnn", "nips_cnn"], choices=list(CNN_TORSOS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--updates", type=int, default=20, help="updates per compiled call")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prioritized", action="store_true", help="also time the prioritized update")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     game = games.canonical_game(args.game)
+    base = presets.preset(game)
+    if args.config:
+        base = presets.load_toml(presets.overlay_path(args.config), base)
     results = []
-    for batch_size in args.batch_sizes:
-        config = validate(dataclasses.replace(
-            presets.preset(game), batch_size=batch_size, replay_capacity=20_000, learning_starts=batch_size * 4,
-            progress=False))
-        row = {"batch_size": batch_size, "torso": config.torso, "double_dqn": config.double_dqn,
-               **measure(config, args.updates, args.seconds, args.prioritized)}
-        print(row, flush=True)
-        results.append(row)
+    for torso in args.torsos:
+        for batch_size in args.batch_sizes:
+            config = validate(dataclasses.replace(
+                base, torso=torso, batch_size=batch_size, replay_capacity=20_000,
+                learning_starts=max(batch_size * 4, (base.frame_stack + base.n_step + 1) * base.num_envs),
+                progress=False))
+            rows = measure(config, args.updates, args.seconds, args.prioritized)
+            per_transition = {f"{name}_per_transition": round(rows[name] / batch_size, 4)
+                              for name in ("bare_update", "update", "update_with_health", "prioritized_update")
+                              if name in rows}
+            row = {"torso": torso, "batch_size": batch_size, "double_dqn": config.double_dqn, "loss": config.loss,
+                   "n_step": config.n_step, **rows, **per_transition}
+            print(row, flush=True)
+            results.append(row)
     name = f"update_cost_{game.lower()}_{jax.default_backend()}{'_prioritized' if args.prioritized else ''}.json"
     out = args.out or str(Path(__file__).parent / "results" / name)
-    write_result(out, {"benchmark": "update_cost", "game": game, "updates_per_call": args.updates,
-                       "unit": "ms per update of one agent", "rows": results})
+    write_result(out, {"benchmark": "update_cost", "game": game, "config": args.config or None,
+                       "updates_per_call": args.updates,
+                       "unit": "ms per update of one agent; *_per_transition: ms per sampled transition",
+                       "rows": results})
     return 0
 
 

@@ -64,8 +64,10 @@ class Config:
     training and the evaluation pool alike, so evaluation games start as training games do."""
 
     # --- network ---------------------------------------------------------------------------
-    torso: Literal["mlp", "nature_cnn"] = "nature_cnn"
-    """Feature extractor: `mlp` for vector observations, `nature_cnn` for 84x84 Atari frames."""
+    torso: Literal["mlp", "nature_cnn", "nips_cnn"] = "nature_cnn"
+    """Feature extractor: `mlp` for vector observations; for 84x84 Atari frames `nature_cnn` (Mnih
+    et al. 2015) or `nips_cnn` (Mnih et al. 2013: two convolutions and 256 units, ~1.6x cheaper
+    to update on a CPU)."""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """MLP torso: width of each hidden layer (units)."""
     activation: Literal["relu", "leaky_relu"] = "relu"
@@ -255,6 +257,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = INT32_MAX  # agents' seeds are seed ... seed + num_seeds - 1, each a 32-bit PRNG seed
 MAX_N_STEP = 64  # the n-step return unrolls one replay gather per step into the compiled update
 MAX_LAYER_WIDTH = 65_536
+CNN_TORSOS = ("nature_cnn", "nips_cnn")  # the torsos for Atari frames (networks.CNN_LAYERS)
 MAX_ENVS = 16_384  # EnvPool environments in one pool (training: num_seeds x num_envs)
 
 
@@ -346,8 +349,8 @@ def _check_relations(c: Config) -> None:
                                     "stack and its next n_step steps stored, and updates would sample empty slots")
     if c.learning_starts > c.replay_capacity:
         _fail(c, "learning_starts", f"must not exceed replay_capacity ({c.replay_capacity})")
-    if c.is_atari and c.torso != "nature_cnn":
-        _fail(c, "torso", "Atari frames need torso = 'nature_cnn'")
+    if c.is_atari and c.torso not in CNN_TORSOS:
+        _fail(c, "torso", f"Atari frames need a convolutional torso: one of {', '.join(CNN_TORSOS)}")
     if not c.is_atari and c.torso != "mlp":
         _fail(c, "torso", "CartPole observations are vectors: use torso = 'mlp'")
 

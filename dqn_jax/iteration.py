@@ -23,7 +23,7 @@ from flax import struct
 
 from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
-from dqn_jax.config import Config
+from dqn_jax.config import CNN_TORSOS, Config
 from dqn_jax.fingerprint import tree_hash
 from dqn_jax.learner import AgentState, Learner
 from dqn_jax.prioritized import Prioritized
@@ -71,7 +71,7 @@ def over_agents(fn, unbatch_one: bool):
     The maths is the same; the speed and the float rounding are not. On XLA's CPU backend the
     Nature-CNN update of one agent ran 7-10% slower as a batch of 1 (its matmuls become batched
     contractions; benchmarks/update_cost.py). For CartPole's small MLP the difference was within
-    the machine's noise, so the loop unbatches the Nature CNN's single agent only and CartPole
+    the machine's noise, so the loop unbatches a CNN's single agent only and CartPole
     keeps the bits it had.
     """
 
@@ -165,10 +165,10 @@ class Iteration(NamedTuple):
 
 def make_iteration(config: Config, learner: Learner, replay: Replay) -> Iteration:
     """Returns the iteration's functions for a run's config, learner and one agent's replay."""
-    # One Nature-CNN agent's updates run unbatched (see `over_agents`). Acting and replay writes
+    # One CNN agent's updates run unbatched (see `over_agents`). Acting and replay writes
     # stay vmapped: they pass the replay through, and squeezing it out and back made XLA copy it
     # at every step (acting 16x slower, measured).
-    learner_over_agents = functools.partial(over_agents, unbatch_one=config.torso == "nature_cnn")
+    learner_over_agents = functools.partial(over_agents, unbatch_one=config.torso in CNN_TORSOS)
     write_step = _make_write_step(config, replay, learner.prioritized)
     learn_if_due = _make_learn_if_due(config, learner, learner_over_agents)
 

@@ -1,4 +1,5 @@
-"""Flax Q-networks: an MLP or Nature CNN torso, then a linear Q head (plain or dueling).
+"""Flax Q-networks: an MLP or an Atari CNN torso (Nature 2015 or NIPS 2013), then a linear Q head
+(plain or dueling).
 
 There is deliberately no activation after the Q head: a ReLU there clamps every Q value to >= 0
 and kills the gradient of every negative output, so the network answers zeros forever.
@@ -74,13 +75,24 @@ class PatchConv(nn.Module):
         return patches @ kernel.reshape(-1, self.features) + bias.reshape(1, 1, 1, -1)
 
 
-class NatureCNNTorso(nn.Module):
-    """Mnih et al. 2015: conv 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512.
+CNN_LAYERS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    # torso: ((features, kernel, stride) of each VALID conv, width of the dense layer)
+    "nature_cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),  # Mnih et al. 2015
+    "nips_cnn": (((16, 8, 4), (32, 4, 2)), 256),  # Mnih et al. 2013, also A3C's
+}
+
+
+class AtariCNNTorso(nn.Module):
+    """Convolutions then one dense layer, as `CNN_LAYERS[layers]` lists them: `nature_cnn` (conv
+    32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512) or `nips_cnn` (conv 16x8x8/4, 32x4x4/2, dense 256).
 
     Takes uint8 frames [B, stack, 84, 84] (EnvPool's channel-first layout), scales them to [0, 1]
-    inside the network and returns features [B, 512].
+    inside the network and returns features [B, dense width]. Layers are named `Conv_i` and
+    `Dense_0` and sow `conv_i` and `dense_0`, whichever the torso: ReDo and the health statistics
+    find them by those names.
     """
 
+    layers: str = "nature_cnn"
     activation: str = "relu"
     normalization: str = "none"
     initializer: str = "lecun_normal"
@@ -90,26 +102,31 @@ class NatureCNNTorso(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
+        convs, dense = CNN_LAYERS[self.layers]
         use_patches = self.conv == "patches" or (self.conv == "auto" and jax.default_backend() == "cpu")
         x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
         act = ACTIVATIONS[self.activation]
         init = kernel_initializer(self.initializer, self.init_gain)
-        for i, (features, kernel, stride) in enumerate(((32, 8, 4), (64, 4, 2), (64, 3, 1))):
+        for i, (features, kernel, stride) in enumerate(convs):
             if use_patches:
                 x = PatchConv(features, kernel, stride, kernel_init=init, name=f"Conv_{i}")(x)
             else:
-                x = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", kernel_init=init)(x)
+                x = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", kernel_init=init,
+                            name=f"Conv_{i}")(x)
             if self.normalization == "layer_norm":
                 x = nn.LayerNorm()(x)
             x = act(x)
             self.sow("intermediates", f"conv_{i}", x)
         x = x.reshape(x.shape[0], -1)
-        x = nn.Dense(512, kernel_init=init)(x)
+        x = nn.Dense(dense, kernel_init=init, name="Dense_0")(x)
         if self.normalization == "layer_norm":
             x = nn.LayerNorm()(x)
         x = act(x)
         self.sow("intermediates", "dense_0", x)
         return x
+
+
+NatureCNNTorso = AtariCNNTorso  # the Nature CNN is the default layers; the name older code imports
 
 
 class QNetwork(nn.Module):
@@ -137,8 +154,8 @@ def make_network(config: Config, num_actions: int) -> QNetwork:
         activation=config.activation, normalization=config.normalization,
         initializer=config.initializer, init_gain=config.init_gain,
     )
-    if config.torso == "nature_cnn":
-        torso = NatureCNNTorso(**common)
+    if config.torso in CNN_LAYERS:
+        torso = AtariCNNTorso(layers=config.torso, **common)
     else:
         torso = MLPTorso(hidden_sizes=tuple(config.hidden_sizes), **common)
     return QNetwork(torso=torso, num_actions=num_actions, dueling=config.dueling,

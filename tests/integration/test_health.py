@@ -181,3 +181,14 @@ def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
     train(config, run_dir=tmp_path, network=network)
     found = findings_of(tmp_path)
     assert set(found) == {"dead_layer"} and "torso/conv_1" in found["dead_layer"].evidence
+
+
+def test_a_short_pong_run_through_the_nips_torso_reports_each_of_its_layers(tmp_path):
+    config = dataclasses.replace(plants.small_atari("Pong", total_steps=2_400), torso="nips_cnn", health_every=20,
+                                 redo_every=100)
+    summary = train(config, run_dir=tmp_path)
+    learned = [r for r in read_metrics(tmp_path, "health") if r.get("loss") is not None]
+    assert learned and summary["env_steps"] == 2_400 and np.isfinite(learned[-1]["loss"])
+    layers = {key.split("/", 1)[1] for key in learned[-1] if key.startswith("dead_fraction/")}
+    assert {"torso/conv_0", "torso/conv_1", "torso/dense_0"} <= layers and "torso/conv_2" not in layers
+    assert {"grad_norm/torso/Conv_1", "grad_norm/torso/Dense_0", "grad_norm/q_head"} <= learned[-1].keys()

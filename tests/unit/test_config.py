@@ -75,6 +75,9 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--train-every=3"], "train_every = 3 is invalid"),
     (["--batch-size=big"], "command line: Error parsing --batch-size"),
     (["--loss=hub"], "invalid choice 'hub' for argument '--loss'"),
+    (["--torso=nips_cnn"], "torso = 'nips_cnn' is invalid: CartPole observations are vectors: use torso = 'mlp'"),
+    (["--game=Pong", "--torso=mlp"], "torso = 'mlp' is invalid: Atari frames need a convolutional torso: "
+                                     "one of nature_cnn, nips_cnn"),
     (["--config=no_such_overlay"], "config file no_such_overlay does not exist (shipped overlays: "),
     (["--time-limit-minutes=-5"], "time_limit_minutes = -5.0 is invalid: must be a finite number >= 0"),
     (["--target-return=nan"], "target_return = nan is invalid: must be a number"),

@@ -10,7 +10,7 @@ import pytest
 
 from dqn_jax import health as H
 from dqn_jax import redo
-from dqn_jax.networks import MLPTorso, NatureCNNTorso, QNetwork
+from dqn_jax.networks import CNN_LAYERS, AtariCNNTorso, MLPTorso, QNetwork
 
 
 def _setup(torso, obs):
@@ -59,28 +59,32 @@ def test_a_dead_dense_unit_gets_fresh_incoming_weights_and_zero_outgoing_weights
     assert int(state[0].count) == 1  # the step count is not a parameter: kept
 
 
-def test_a_dead_conv_feature_map_zeroes_its_rows_of_the_flattened_dense_layer():
+@pytest.mark.parametrize("layers", ["nature_cnn", "nips_cnn"])
+def test_a_dead_conv_feature_map_zeroes_its_rows_of_the_flattened_dense_layer(layers):
     obs = jax.random.randint(jax.random.PRNGKey(2), (4, 4, 84, 84), 0, 256).astype(jnp.uint8)
-    network, params, fresh, optimizer, opt_state = _setup(NatureCNNTorso(conv="patches"), obs)
-    conv = params["params"]["torso"]["Conv_2"]
+    network, params, fresh, optimizer, opt_state = _setup(AtariCNNTorso(layers=layers, conv="patches"), obs)
+    convs = CNN_LAYERS[layers][0]
+    last, channels = f"Conv_{len(convs) - 1}", convs[-1][0]  # Conv_2 of 64 (Nature), Conv_1 of 32 (NIPS)
+    conv = params["params"]["torso"][last]
     conv["bias"] = conv["bias"].at[5].set(-1e3)
     new, state, count = _recycle(network, params, fresh, optimizer, opt_state, obs)
     assert count >= 1
     dense_old, dense_new = params["params"]["torso"]["Dense_0"]["kernel"], new["params"]["torso"]["Dense_0"]["kernel"]
     dense_fresh = fresh["params"]["torso"]["Dense_0"]["kernel"]
     _, sown = network.apply(params, obs, mutable=["intermediates"])
-    dormant_units = np.asarray(H.neuron_scores(sown["intermediates"]["torso"]["dense_0"][0]) <= 0.025)
+    sown = sown["intermediates"]["torso"]
+    dormant_units = np.asarray(H.neuron_scores(sown["dense_0"][0]) <= 0.025)
     # The dense layer's own dormant units get fresh incoming weights (every row of their columns);
-    # in the other columns, the dead channel's rows — every 64th from row 5 of the flattened
-    # [7, 7, 64] features — are zeroed.
+    # in the other columns, the dead channel's rows — every `channels`-th from row 5 of the
+    # flattened [H, W, channels] features — are zeroed.
     np.testing.assert_array_equal(dense_new[:, dormant_units], dense_fresh[:, dormant_units])
-    assert not np.any(dense_new[5::64][:, ~dormant_units])
-    np.testing.assert_array_equal(new["params"]["torso"]["Conv_2"]["kernel"][..., 5],
-                                  fresh["params"]["torso"]["Conv_2"]["kernel"][..., 5])
-    dormant_channels = np.asarray(H.neuron_scores(sown["intermediates"]["torso"]["conv_2"][0]) <= 0.025)
+    assert not np.any(dense_new[5::channels][:, ~dormant_units])
+    np.testing.assert_array_equal(new["params"]["torso"][last]["kernel"][..., 5],
+                                  fresh["params"]["torso"][last]["kernel"][..., 5])
+    dormant_channels = np.asarray(H.neuron_scores(sown[last.lower()][0]) <= 0.025)
     assert dormant_channels[5] and count == dormant_channels.sum() + dormant_units.sum() + sum(
-        int((H.neuron_scores(sown["intermediates"]["torso"][f"conv_{i}"][0]) <= 0.025).sum()) for i in (0, 1))
-    kept = ~np.isin(np.arange(dense_old.shape[0]) % 64, np.flatnonzero(dormant_channels))
+        int((H.neuron_scores(sown[f"conv_{i}"][0]) <= 0.025).sum()) for i in range(len(convs) - 1))
+    kept = ~np.isin(np.arange(dense_old.shape[0]) % channels, np.flatnonzero(dormant_channels))
     np.testing.assert_array_equal(dense_new[kept][:, ~dormant_units], dense_old[kept][:, ~dormant_units])
 
 

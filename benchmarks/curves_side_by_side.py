@@ -1,0 +1,74 @@
+"""Two or more recorded learning curves on one figure, by env steps and by wall-clock minutes.
+
+    python benchmarks/curves_side_by_side.py pong_cpu_atari_s0 pong_cpu_atari_v1_s0 \
+        --labels "cpu_atari" "cpu_atari_v1" --name pong_cpu_atari_vs_v1 [--target 20]
+
+Each argument names a `benchmarks/results/<name>.json` written by `learning_curve.py`. Writes
+`benchmarks/results/<out>.png`: evaluation return (the mean of each evaluation's games) against env
+steps on the left and against minutes from the command's start on the right (a resumed run's
+clock counts every process it took), each curve labelled with its CPU model, so that runs from
+different machines are not read as if from one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def load_curve(name: str) -> dict:
+    """Returns the result `benchmarks/results/<name>.json` (a `learning_curve.py` record)."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist; write it with benchmarks/learning_curve.py first")
+    record = json.loads(path.read_text())
+    if record.get("benchmark") != "learning_curve":
+        raise SystemExit(f"error: {path} is not a learning_curve.py record (benchmark = {record.get('benchmark')!r})")
+    return record
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("curves", nargs="+", help="names of learning_curve.py results")
+    parser.add_argument("--labels", nargs="+", default=None, help="one per curve (default: the names)")
+    parser.add_argument("--name", required=True, help="the PNG's name, without .png")
+    parser.add_argument("--target", type=float, default=None, help="a return drawn as a line")
+    args = parser.parse_args(argv)
+    labels = args.labels or args.curves
+    if len(labels) != len(args.curves):
+        raise SystemExit(f"error: {len(args.curves)} curves but {len(labels)} labels; give one label per curve")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, label in zip(args.curves, labels, strict=True):
+        record = load_curve(name)
+        curve = record["eval_curve"]
+        shown = f"{label} ({record['machine']['cpu']})"
+        axes[0].plot([c["env_steps"] for c in curve], [c["eval_return_mean"] for c in curve], marker="o", ms=3,
+                     label=shown)
+        axes[1].plot([c["wall_seconds"] / 60 for c in curve], [c["eval_return_mean"] for c in curve], marker="o",
+                     ms=3, label=shown)
+    for ax, xlabel in zip(axes, ("env steps", "minutes from the command's start"), strict=True):
+        if args.target is not None:
+            ax.axhline(args.target, color="grey", ls="--", lw=1, label=f"target {args.target:g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("evaluation return (mean of the games)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[1].set_xscale("log")
+    fig.suptitle(" vs ".join(labels))
+    fig.tight_layout()
+    out = RESULTS / f"{args.name}.png"
+    fig.savefig(out, dpi=90)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
