@@ -70,7 +70,8 @@ def test_the_nips_torso_has_mnih_2013_layers_and_sows_each_for_the_health_checks
     params = jax.jit(network.init)(jax.random.PRNGKey(1), obs)
     shapes = jax.tree.map(jnp.shape, params["params"])
     assert shapes == {
-        "torso": {"Conv_0": {"kernel": (8, 8, 4, 16), "bias": (16,)}, "Conv_1": {"kernel": (4, 4, 16, 32), "bias": (32,)},
+        "torso": {"Conv_0": {"kernel": (8, 8, 4, 16), "bias": (16,)},
+                  "Conv_1": {"kernel": (4, 4, 16, 32), "bias": (32,)},
                   "Dense_0": {"kernel": (9 * 9 * 32, 256), "bias": (256,)}},
         "q_head": {"kernel": (256, 6), "bias": (6,)},
     }
