@@ -115,3 +115,67 @@ def performance_profile(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarra
     equally) whose score exceeds τ: the run-score distribution of Agarwal et al. [len(thresholds)]."""
     scores = np.asarray(scores, np.float64)
     return np.array([np.mean(np.mean(scores > tau, axis=0)) for tau in thresholds])
+
+
+# --- two configurations: X [runs_x, games] against Y [runs_y, games] -----------------------------
+def game_probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """Returns P(X > Y) for one game's runs x [n] and y [m]: the Mann-Whitney statistic, the
+    fraction of the n·m pairs in which x beats y, a tie counting ½."""
+    x, y = np.asarray(x, np.float64)[:, None], np.asarray(y, np.float64)[None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """Returns P(X > Y) over games (Agarwal et al. 2021): the mean over the games (columns of x
+    [runs_x, games] and y [runs_y, games]) of each game's Mann-Whitney statistic."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.mean([game_probability_of_improvement(x[:, g], y[:, g]) for g in range(x.shape[1])]))
+
+
+def stratified_bootstrap_pair(x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float],
+                              reps: int = 2_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Returns the percentile confidence interval (low, high) of `statistic(x, y)` for two
+    configurations' scores x [runs_x, games] and y [runs_y, games]: each replicate resamples, with
+    replacement, the runs of each game of each side independently (rliable's
+    `StratifiedIndependentBootstrap`)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} games and y {y.shape[1]}: compare the same games")
+    rng = np.random.default_rng(seed)
+    columns = np.arange(x.shape[1])[None, :]
+    replicates = np.array([statistic(x[rng.integers(0, x.shape[0], size=x.shape), columns],
+                                     y[rng.integers(0, y.shape[0], size=y.shape), columns])
+                           for _ in range(reps)])
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_mean_interval(values: np.ndarray, reps: int = 2_000, confidence: float = 0.95,
+                            seed: int = 0) -> tuple[float, float]:
+    """Returns the percentile bootstrap interval (low, high) of the mean of `values` [n] (one
+    game's seeds), resampling them with replacement."""
+    values = np.asarray(values, np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(reps, values.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def difference_aggregates(x: np.ndarray, y: np.ndarray, reps: int = 2_000, seed: int = 0,
+                          normalized: bool = True) -> dict[str, dict[str, float]]:
+    """Returns, for Y against X (x [runs_x, games], y [runs_y, games]), `probability_of_improvement`
+    P(Y > X) and the differences Y - X of the mean, median and IQM (and, on normalized scores, of
+    the optimality gap): each {estimate, ci_low, ci_high} with a stratified-bootstrap 95% CI."""
+    statistics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "probability_of_improvement": lambda a, b: probability_of_improvement(b, a)}
+    for name, aggregate in AGGREGATES.items():
+        if name == "optimality_gap" and not normalized:
+            continue
+        statistics[f"{name}_difference"] = lambda a, b, aggregate=aggregate: aggregate(b) - aggregate(a)
+    out = {}
+    for name, statistic in statistics.items():
+        low, high = stratified_bootstrap_pair(x, y, statistic, reps=reps, seed=seed)
+        out[name] = {"estimate": statistic(x, y), "ci_low": low, "ci_high": high}
+    return out

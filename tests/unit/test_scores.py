@@ -77,3 +77,47 @@ def test_intervals_against_rliable():
     for i, name in enumerate(theirs):  # two Monte Carlo estimates of the same interval
         assert ours[name]["ci_low"] == pytest.approx(intervals["run"][0, i], abs=0.03), name
         assert ours[name]["ci_high"] == pytest.approx(intervals["run"][1, i], abs=0.03), name
+
+
+def test_probability_of_improvement_by_hand_ties_count_half():
+    # Pairs (x, y): (1,2) (1,2) lose, (2,2) (2,2) tie, (3,2) (3,2) win: (0 + 0 + ½ + ½ + 1 + 1) / 6.
+    assert scores.game_probability_of_improvement([1.0, 2.0, 3.0], [2.0, 2.0]) == pytest.approx(0.5)
+    # (3 vs 1, 2, 3): 1 + 1 + ½; (4 vs 1, 2, 3): 3 wins: 5.5 of 6 pairs.
+    assert scores.game_probability_of_improvement([3.0, 4.0], [1.0, 2.0, 3.0]) == pytest.approx(5.5 / 6)
+    x = np.array([[3.0, 0.0], [4.0, 1.0]])
+    y = np.array([[1.0, 5.0], [2.0, 6.0], [3.0, 7.0]])
+    # Game 0 as above (5.5/6), game 1: x loses every pair (0): the mean over games.
+    assert scores.probability_of_improvement(x, y) == pytest.approx((5.5 / 6 + 0.0) / 2)
+    assert scores.probability_of_improvement(y, x) == pytest.approx(1 - (5.5 / 6) / 2)
+
+
+def test_identical_sides_are_not_distinguishable():
+    data = DATA[:5]
+    out = scores.difference_aggregates(data, data.copy(), reps=1_000)
+    assert out["probability_of_improvement"]["estimate"] == pytest.approx(0.5)
+    p = out["probability_of_improvement"]
+    assert p["ci_low"] < 0.5 < p["ci_high"]
+    for name in ("iqm_difference", "median_difference", "mean_difference", "optimality_gap_difference"):
+        value = out[name]
+        assert value["estimate"] == 0.0 and value["ci_low"] < 0.0 < value["ci_high"], name
+
+
+def test_sides_that_agree_within_each_game_give_exact_intervals():
+    # Every run of a game scores the same on each side: nothing to resample, the CI is the estimate.
+    x = np.repeat(np.array([[0.2, 1.5, 1.0]]), 4, axis=0)
+    y = x + 0.5
+    out = scores.difference_aggregates(x, y, reps=200)
+    assert out["probability_of_improvement"] == {"estimate": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    for name in ("iqm_difference", "median_difference", "mean_difference"):
+        assert out[name]["estimate"] == pytest.approx(0.5) and out[name]["ci_low"] == pytest.approx(0.5), name
+        assert out[name]["ci_high"] == pytest.approx(0.5), name
+    low, high = scores.bootstrap_mean_interval(np.array([2.0, 2.0, 2.0]))
+    assert low == high == 2.0
+    with pytest.raises(ValueError, match="x has 3 games and y 2"):
+        scores.stratified_bootstrap_pair(x, y[:, :2], lambda a, b: 0.0)
+
+
+def test_probability_of_improvement_against_rliable():
+    metrics = _rliable("rliable.metrics")
+    x, y = DATA[:6], DATA[4:]
+    assert scores.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
