@@ -85,3 +85,20 @@ def test_evaluations_of_a_run_and_of_the_evaluate_command_play_different_games()
     streams = (TRAINING_STREAM, FINAL_SCORING_STREAM, COMMAND_STREAM)
     seeds = [set(envs.env_seeds(3, 30, stream=s)) for s in streams]
     assert len(set(streams)) == 3 and all(not a & b for i, a in enumerate(seeds) for b in seeds[i + 1:])
+
+
+def test_evaluation_explores_with_eval_epsilon(tiny_cartpole):
+    # A network that always pushes left drops the pole within about ten steps; ε = 1 plays at random.
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from dqn_jax.evaluate import Evaluator
+
+    params = {"params": {"bias": jnp.array([[1.0, 0.0]])}}  # [S=1, actions]: action 0 is greedy
+    lengths = {}
+    for epsilon in (0.0, 1.0):
+        config = dataclasses.replace(tiny_cartpole, eval_episodes=16, eval_epsilon=epsilon)
+        lengths[epsilon] = Evaluator(config, ConstantQ(num_actions=2)).run(params, env_steps=0).lengths
+    assert lengths[0.0].max() <= 12 and len(np.unique(lengths[1.0])) > 3
+    assert lengths[1.0].mean() > 1.5 * lengths[0.0].mean()

@@ -228,7 +228,10 @@ def test_agents_sharded_over_devices_match_one_device():
 
 def test_the_cartpole_preset_learns_the_game(tmp_path):
     """The sanity problem solved, not merely run: 475 is CartPole-v1's `reward_threshold` in Gymnasium;
-    an untrained or random policy lasts tens of steps."""
-    config = dataclasses.replace(presets.preset("CartPole"), progress=False, final_eval_episodes=10)
+    an untrained or random policy lasts tens of steps. Four seeds in one program (about the cost of
+    one): a seed's bits differ from one CPU model to the next, and about one seed in eight of the
+    preset ends below 475 (docs/results.md), so three of four must solve it."""
+    config = dataclasses.replace(presets.preset("CartPole"), num_seeds=4, progress=False, final_eval_episodes=10)
     summary = train(config, run_dir=tmp_path)
-    assert summary["final_eval_return"] >= 475 and summary["best_params_return"] >= 475
+    solved = [s["seed"] for s in summary["seeds"] if s["final_eval_return"] >= 475 and s["best_params_return"] >= 475]
+    assert len(solved) >= 3, summary["seeds"]

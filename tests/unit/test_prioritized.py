@@ -240,3 +240,37 @@ def _write_random_steps(loop, agents, steps: int):
         return agents, None
 
     return jax.lax.scan(one, agents, jax.random.split(jax.random.PRNGKey(5), steps))[0]
+
+
+def test_draws_are_stratified_one_per_equal_slice_of_the_priority_mass():
+    # Draw i falls in the i-th of B equal slices of the total: its leaf's mass interval meets
+    # [i, i + 1) * total / B. Independent draws would all do so with probability B! / B^B (0.24%).
+    replay, prioritized = _ring(prioritized_exponent=0.6)
+    state, priorities = _written(replay, prioritized, 30)
+    values = np.asarray(sum_tree.leaves(priorities.nodes), np.float64)
+    before = np.concatenate([[0.0], np.cumsum(values)[:-1]])
+    total = values.sum()
+    for seed in range(5):
+        draw = prioritized.sample(state, priorities, jax.random.PRNGKey(seed), jnp.float32(0.4))
+        leaf = (np.asarray(draw.index.step) % T) * E + np.asarray(draw.index.env)
+        low, high = before[leaf], before[leaf] + values[leaf]
+        stratum = np.arange(B) * total / B
+        assert np.all(high >= stratum - 1e-4 * total) and np.all(low <= stratum + total / B + 1e-4 * total), seed
+        assert np.all(np.diff(leaf) >= 0)  # ordered as the slices are
+
+
+def test_a_non_finite_td_error_writes_the_largest_priority_not_nan():
+    replay, prioritized = _ring(prioritized_exponent=0.6)
+    state, priorities = _written(replay, prioritized, 30)
+    priorities = priorities.replace(max_priority=jnp.float32(3.0))
+    draw = prioritized.sample(state, priorities, jax.random.PRNGKey(0), jnp.float32(0.4))
+    td = jnp.asarray([np.nan, np.inf, -np.inf, 1.0, 0.0, 2.0, -1.0, 0.5], jnp.float32)
+    updated = prioritized.update(priorities, draw.index, td)
+    leaves = np.asarray(sum_tree.leaves(updated.nodes))
+    assert np.all(np.isfinite(leaves)) and np.isfinite(float(sum_tree.total(updated.nodes)))
+    leaf = (np.asarray(draw.index.step) % T) * E + np.asarray(draw.index.env)
+    last = {slot: i for i, slot in enumerate(leaf)}  # a slot drawn twice keeps its last write
+    for slot, i in last.items():
+        expected = 3.0 if i < 3 else (abs(float(td[i])) + 0.01) ** 0.6
+        assert leaves[slot] == pytest.approx(expected, rel=1e-6), i
+    assert float(updated.max_priority) == pytest.approx(3.0)
