@@ -34,7 +34,7 @@ RERUNS: tuple[Rerun, ...] = (
     Rerun("repro", ("repro.py",), "repro_cpu.json"),
     Rerun("memory", ("memory.py",), "pong_memory_cpu.json"),
     Rerun("update_cost", ("update_cost.py", "--game", "Pong", "--config", "", "--torsos", "nature_cnn",
-                          "--batch-sizes", "32", "96", "--prioritized",
+                          "--batch-sizes", "32", "96", "--prioritized", "--convs",
                           "--out", "benchmarks/results/update_cost_pong_cpu.json"), "update_cost_pong_cpu.json"),
     Rerun("update_cost_torsos", ("update_cost.py", "--out", "benchmarks/results/update_cost_torsos_pong_cpu.json"),
           "update_cost_torsos_pong_cpu.json"),

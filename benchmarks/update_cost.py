@@ -18,6 +18,10 @@ the machine's slow spells fall on every row alike. Rows, in ms per update of one
 - with `--prioritized`, `prioritized_update`: `update` with prioritized replay (stratified draws from
   the sum tree, importance-weighted loss, priorities written back), on the same replay with random
   priorities on its sampleable slots; `prioritized_vs_uniform` is prioritized_update / update.
+- with `--convs space_to_depth` (the default), `bare_update_space_to_depth`: the bare update with
+  the first convolution computed over 4×4 blocks (`PatchConv(space_to_depth=True)`: the same
+  products in another order), timed in turns with `bare_update`; `space_to_depth_vs_bare` is
+  their ratio.
 `overhead` is update / bare_update - 1. Each row also gives `*_per_transition`, ms per sampled
 transition (ms per update / batch size): what a replay ratio costs, whatever the batch. One row per
 torso (`nature_cnn`, `nips_cnn`) and batch size, on the game's preset with `--config`'s overlay
@@ -31,6 +35,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -146,8 +151,10 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
             jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)))
 
 
-def measure(config, updates: int, seconds: float, prioritized: bool = False) -> dict:
-    """Returns the rows' ms per update for one config (one agent)."""
+def measure(config, updates: int, seconds: float, prioritized: bool = False, convs: Sequence[str] = ()) -> dict:
+    """Returns the rows' ms per update for one config (one agent); with `convs` (AtariCNNTorso's
+    `conv` choices, e.g. `space_to_depth`), also `bare_update_<conv>`: the bare update with the
+    torso's convolutions computed that way, timed in turns with the others on the same params."""
     loop = build_loop(config)
     agents = fill_replay(loop, loop.init(agent_keys(config)).agents, 4 * config.batch_size)
     network, optimizer = loop.learner.network, loop.learner.optimizer
@@ -160,6 +167,11 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False) -> 
 
     steps = {"bare_update": (lambda carry: jax.block_until_ready(bare_scan(carry, batches)),
                              (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates)}
+    for conv in convs:
+        variant = network.clone(torso=network.torso.clone(conv=conv))
+        scan = bare_scan_fn(bare_update_fn(config, variant, optimizer))
+        steps[f"bare_update_{conv}"] = (lambda carry, scan=scan: jax.block_until_ready(scan(carry, batches)),
+                                        (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates)
     for name, with_health in (("update", False), ("update_with_health", True)):
         scan = update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=with_health)),
                               updates)
@@ -173,10 +185,12 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False) -> 
                               updates)
         steps["prioritized_update"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                                        per_agents.replace(replay=None), updates)
-    rows = interleaved_ms_per_update(steps, (4 if prioritized else 3) * seconds)
+    rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs)) * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
     if prioritized:
         rows["prioritized_vs_uniform"] = round(rows["prioritized_update"] / rows["update"], 3)
+    for conv in convs:
+        rows[f"{conv}_vs_bare"] = round(rows[f"bare_update_{conv}"] / rows["bare_update"], 3)
     rows["overhead"] = round(rows["update"] / rows["bare_update"] - 1, 3)
     rows["overhead_with_health"] = round(rows["update_with_health"] / rows["bare_update"] - 1, 3)
     return rows
@@ -191,6 +205,9 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=20, help="updates per compiled call")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prioritized", action="store_true", help="also time the prioritized update")
+    parser.add_argument("--convs", nargs="*", default=["space_to_depth"],
+                        help="other ways to compute the torso's convolutions, each timed as a bare update in turns "
+                             "with the default (patches on CPU); none: --convs")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     game = games.canonical_game(args.game)
@@ -204,10 +221,9 @@ def main(argv=None) -> int:
                 base, torso=torso, batch_size=batch_size, replay_capacity=20_000,
                 learning_starts=max(batch_size * 4, (base.frame_stack + base.n_step + 1) * base.num_envs),
                 progress=False))
-            rows = measure(config, args.updates, args.seconds, args.prioritized)
-            per_transition = {f"{name}_per_transition": round(rows[name] / batch_size, 4)
-                              for name in ("bare_update", "update", "update_with_health", "prioritized_update")
-                              if name in rows}
+            rows = measure(config, args.updates, args.seconds, args.prioritized, args.convs)
+            per_transition = {f"{name}_per_transition": round(value / batch_size, 4) for name, value in rows.items()
+                              if "overhead" not in name and "_vs_" not in name}  # the ms rows, not the ratios
             row = {"torso": torso, "batch_size": batch_size, "double_dqn": config.double_dqn, "loss": config.loss,
                    "n_step": config.n_step, **rows, **per_transition}
             print(row, flush=True)

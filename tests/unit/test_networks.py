@@ -82,13 +82,27 @@ def test_the_nips_torso_has_mnih_2013_layers_and_sows_each_for_the_health_checks
 
 
 @pytest.mark.parametrize("layers", ["nature_cnn", "nips_cnn"])
-def test_each_atari_torso_gives_the_same_q_values_with_patches_and_with_xla_convolutions(layers):
+@pytest.mark.parametrize("conv", ["patches", "space_to_depth"])
+def test_each_atari_torso_gives_the_same_features_with_patches_and_with_xla_convolutions(layers, conv):
     obs = jax.random.randint(jax.random.PRNGKey(0), (2, 4, 84, 84), 0, 255).astype(jnp.uint8)
-    patches, xla = AtariCNNTorso(layers=layers, conv="patches"), AtariCNNTorso(layers=layers, conv="xla")
+    patches, xla = AtariCNNTorso(layers=layers, conv=conv), AtariCNNTorso(layers=layers, conv="xla")
     params = jax.jit(patches.init)(jax.random.PRNGKey(1), obs)
     assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(xla.init, jax.random.PRNGKey(1), obs))
     np.testing.assert_allclose(jax.jit(patches.apply)(params, obs), jax.jit(xla.apply)(params, obs),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("features, kernel, stride, size", [(16, 8, 4, 84), (4, 4, 2, 11), (3, 6, 3, 20)])
+def test_space_to_depth_equals_nn_conv_with_the_same_params(features, kernel, stride, size):
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 4))
+    patch = PatchConv(features, kernel, stride, space_to_depth=True)
+    params = jax.jit(patch.init)(jax.random.PRNGKey(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)
+    conv = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")
+    expected = jax.jit(conv.apply)(params, x)
+    got = jax.jit(patch.apply)(params, x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_nature_torso_keeps_its_parameter_names_and_count():
