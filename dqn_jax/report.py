@@ -291,9 +291,10 @@ def verdict(comparison: dict) -> str:
     seeds = f"{runs['a']} seeds" if runs["a"] == runs["b"] else f"{runs['b']} and {runs['a']} seeds"
     p, d = comparison["aggregates"]["probability_of_improvement"], comparison["aggregates"]["iqm_difference"]
     scale = "human-normalized" if comparison["aggregated_over"] == "human_normalized" else "raw return"
+    digits = 2 if scale == "human-normalized" else 1
     line = (f"{b} vs {a} on {len(comparison['aggregated_games'])} game(s) × {seeds}: "
             f"P({b} > {a}) = {p['estimate']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}]; "
-            f"IQM {d['estimate']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}] ({scale})")
+            f"IQM {d['estimate']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}] ({scale})")
     if not comparison["distinguishable"]:
         line += "; not distinguishable"
     if comparison["protocol_differences"]:
