@@ -26,7 +26,7 @@ DESCRIPTION = ("Train DQN on an EnvPool game and write a run directory. Settings
                "below. --resume=RUN_DIR continues a run from its newest checkpoint with its own config.toml "
                "(flags after it override, e.g. a larger --total-steps). Several processes training one run add "
                "--coordinator-address=HOST:PORT --num-processes=N --process-id=I, or --distributed to read them "
-               "from the cluster (README: Many devices and machines).")
+               "from the cluster (docs/usage.md: Many devices and machines).")
 
 
 def one_line_warnings() -> None:
