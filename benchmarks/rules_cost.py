@@ -2,7 +2,7 @@
 
     python benchmarks/rules_cost.py [--chunks 100 10000] [--seeds 8] [--repeats 20] [--out FILE]
 
-Synthetic chunks, built from the rows of the recorded Pong run (`pong_cpu_atari_s0_metrics.jsonl.gz`:
+Synthetic chunks, built from the rows of the recorded Pong run (`pong_cpu_atari_v1_s0_metrics.jsonl.gz`:
 its train and health rows, every field they carry, given to 8 seeds, env steps counted on; an
 evaluation every 10 chunks). The pass timed is the trainer's after each chunk: every seed's new
 rows added to its bounded History, then `diagnose` with the rules it already reported. For
@@ -31,7 +31,7 @@ EVAL_EVERY = 10  # chunks
 
 def template_rows() -> tuple[dict, dict, dict]:
     """Returns a train, a health and an eval row of the recorded Pong run, after learning started."""
-    with gzip.open(RESULTS / "pong_cpu_atari_s0_metrics.jsonl.gz", "rt") as f:
+    with gzip.open(RESULTS / "pong_cpu_atari_v1_s0_metrics.jsonl.gz", "rt") as f:
         rows = [json.loads(line) for line in f if '"fingerprint"' not in line]
     train = next(r for r in reversed(rows) if r["kind"] == "train")
     health = next(r for r in reversed(rows) if r["kind"] == "health")

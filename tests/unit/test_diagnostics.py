@@ -318,7 +318,7 @@ def test_the_recorded_pong_run_raises_no_finding_either_way():
     import json
     from pathlib import Path
 
-    path = Path(__file__).parents[2] / "benchmarks" / "results" / "pong_cpu_atari_s0_metrics.jsonl.gz"
+    path = Path(__file__).parents[2] / "benchmarks" / "results" / "pong_cpu_atari_v1_s0_metrics.jsonl.gz"
     rows = [json.loads(line) for line in gzip.open(path, "rt") if '"fingerprint"' not in line]
     history = History.bounded(dataclasses.replace(presets.preset("Pong"), learning_starts=20_000), limit=4)
     history.add(rows)
