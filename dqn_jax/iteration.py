@@ -68,11 +68,10 @@ def over_agents(fn, unbatch_one: bool):
     """Returns `fn` mapped over the leading agent axis of its arguments: `jax.vmap(fn)`, except
     that with `unbatch_one` a single agent runs unbatched (squeezed, then given its axis back).
 
-    The maths is the same; the speed and the float rounding are not. On XLA's CPU backend the
-    Nature-CNN update of one agent ran 7-10% slower as a batch of 1 (its matmuls become batched
-    contractions; benchmarks/update_cost.py). For CartPole's small MLP the difference was within
-    the machine's noise, so the loop unbatches a CNN's single agent only and CartPole
-    keeps the bits it had.
+    The maths is the same; the speed and the float rounding are not. On XLA's CPU backend a CNN
+    update of one agent ran slower as a batch of 1 (its matmuls become batched contractions;
+    docs/DESIGN.md, "One agent unbatched"); for CartPole's small MLP it made no difference, so
+    the loop unbatches a CNN's single agent only and CartPole keeps the bits it had.
     """
 
     def mapped(*args):

@@ -52,9 +52,9 @@ class PatchConv(nn.Module):
     """A VALID, strided 2-D convolution [B, H, W, C] → [B, H', W', features] as patches @ kernel.
 
     Same parameters (`kernel` [k, k, C, features], `bias`) and same result as `nn.Conv`. On CPU,
-    XLA runs convolution gradients inside a loop body (our fused `lax.scan`) about 12x slower than
-    outside one (measured: 443 ms vs 32 ms for two Nature CNN gradients at batch 32); strided
-    slices and one matmul are as fast inside the loop as outside.
+    XLA runs convolution gradients inside a loop body (our fused `lax.scan`) many times slower
+    than outside one; strided slices and one matmul are as fast inside the loop as outside
+    (docs/DESIGN.md, "PatchConv on CPU").
 
     With `space_to_depth` (for a kernel that is a whole number of strides, k = m·s), the input is
     first cut into s×s blocks stacked as channels ([B, H/s, W/s, s·s·C]) and the kernel regrouped

@@ -82,8 +82,8 @@ def find(nodes: jax.Array, targets: jax.Array) -> jax.Array:
         return 2 * node + go_right.astype(jnp.int32), jnp.where(go_right, remaining - left, remaining)
 
     # A loop, not a Python-unrolled chain: unrolled, XLA fused every level's index arithmetic into
-    # each gather of a drawn slot, and on an AVX-512 Xeon the learner's update did not finish
-    # compiling (LLVM's loop vectorizer) in 10 minutes with jaxlib 0.12.0.1, in 400 s with 0.11.2.
+    # each gather of a drawn slot, and some jaxlib versions never finished compiling the learner
+    # (docs/DESIGN.md, "Prioritized replay on the ring").
     node, _ = jax.lax.fori_loop(0, _depth(nodes), descend, (jnp.ones(targets.shape, jnp.int32),
                                                             targets.astype(jnp.float32)))
     return node - nodes.shape[0] // 2
