@@ -127,7 +127,7 @@ def fill_replay(loop, agents, steps: int):
 
 def with_random_priorities(loop, agents):
     """Returns `agents` with priorities in (0, 1] on every sampleable slot of their filled replays
-    (`Replay.sampleable`, the slots `prioritized.after_add` would have entered), 0 elsewhere."""
+    (`Replay.sampleable`, the slots `Prioritized.add` would have entered), 0 elsewhere."""
     T, E = loop.replay.ring_steps, loop.replay.num_envs
 
     def one(replay_state, key):

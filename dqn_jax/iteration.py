@@ -219,9 +219,11 @@ def _make_write_step(config: Config, replay: Replay, prioritized: Prioritized | 
         lives = lives.astype(jnp.int32)
 
         def add_one(agent: AgentState, obs, action, reward, terminal, is_transition, first):
-            state = replay.add(agent.replay, frame_of(obs, config.frame_stack), action, reward,
-                               terminal, is_transition, first)
-            priorities = prioritized.after_add(agent.priorities, state) if prioritized else agent.priorities
+            step = (frame_of(obs, config.frame_stack), action, reward, terminal, is_transition, first)
+            if prioritized:
+                state, priorities = prioritized.add(agent.replay, agent.priorities, *step)
+            else:
+                state, priorities = replay.add(agent.replay, *step), agent.priorities
             return agent.replace(replay=state, env_steps=agent.env_steps + config.num_envs, priorities=priorities)
 
         stored_reward = reward * config.reward_scale if config.reward_scale != 1.0 else reward

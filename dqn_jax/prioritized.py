@@ -48,10 +48,12 @@ class PrioritizedSample(NamedTuple):
 
 
 class Prioritized(NamedTuple):
-    """Pure functions over `PriorityState`, for one replay (see `make_prioritized`)."""
+    """Pure functions over one replay's ring and its `PriorityState` (see `make_prioritized`), in
+    flashbax's manner: `add` writes a step and keeps "positive leaves = sampleable slots" itself,
+    `sample` draws with the importance weights, `update` writes the TD errors' priorities."""
 
     init: Callable[[], PriorityState]
-    after_add: Callable[[PriorityState, ReplayState], PriorityState]
+    add: Callable[..., tuple[ReplayState, PriorityState]]
     sample: Callable[[ReplayState, PriorityState, jax.Array, jax.Array], PrioritizedSample]
     update: Callable[[PriorityState, SampleIndex, jax.Array], PriorityState]
     stats: Callable[[PriorityState, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -75,7 +77,7 @@ def make_prioritized(replay: Replay, *, exponent: float, epsilon: float) -> Prio
         return PriorityState(nodes=sum_tree.init(capacity), max_priority=jnp.ones((), jnp.float32))
 
     def after_add(state: PriorityState, replay_state: ReplayState) -> PriorityState:
-        """Returns the priorities after `replay.add` wrote global step t = `total_steps - 1`."""
+        # The priorities after `replay.add` wrote global step t = `total_steps - 1`.
         t = replay_state.total_steps - 1
         entering, leaving = t - c.n_step, t - T + c.stack - 1
         # Negative steps name rows not written yet (t < T): their leaves are 0 and stay 0.
@@ -83,6 +85,12 @@ def make_prioritized(replay: Replay, *, exponent: float, epsilon: float) -> Prio
         index = jnp.concatenate([(leaving % T) * E + lanes, (entering % T) * E + lanes])
         values = jnp.concatenate([jnp.zeros((E,), jnp.float32), jnp.where(enters, state.max_priority, 0.0)])
         return state.replace(nodes=sum_tree.set_values(state.nodes, index, values))
+
+    def add(replay_state: ReplayState, state: PriorityState, *step) -> tuple[ReplayState, PriorityState]:
+        """Returns `(replay_state, priorities)` after `replay.add(replay_state, *step)`: the step
+        written, the slot it completes entered at the largest priority, the slot it overwrote left."""
+        replay_state = replay.add(replay_state, *step)
+        return replay_state, after_add(state, replay_state)
 
     def step_of(replay_state: ReplayState, slot: jax.Array) -> jax.Array:
         newest = replay_state.total_steps - 1
@@ -122,7 +130,7 @@ def make_prioritized(replay: Replay, *, exponent: float, epsilon: float) -> Prio
         largest_weight = (count * jnp.min(probabilities)) ** -beta
         return fraction, largest_weight
 
-    return Prioritized(init, after_add, sample, update, stats)
+    return Prioritized(init, add, sample, update, stats)
 
 
 def importance_exponent(start: float, end: float, begin_step: int, end_step: int) -> Callable[[jax.Array], jax.Array]:

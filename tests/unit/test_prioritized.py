@@ -121,9 +121,9 @@ def _written(replay, prioritized, steps: int, seed: int = 0):
     for _ in range(steps):
         frame = jnp.asarray(rng.normal(size=(E, 2)), jnp.float32)
         is_transition = jnp.asarray(rng.random(E) > 0.2)
-        state = replay.add(state, frame, jnp.zeros(E, jnp.int32), jnp.ones(E), jnp.asarray(rng.random(E) < 0.1),
-                           is_transition, jnp.asarray(rng.random(E) < 0.1))
-        priorities = prioritized.after_add(priorities, state)
+        state, priorities = prioritized.add(state, priorities, frame, jnp.zeros(E, jnp.int32), jnp.ones(E),
+                                            jnp.asarray(rng.random(E) < 0.1), is_transition,
+                                            jnp.asarray(rng.random(E) < 0.1))
     return state, priorities
 
 
@@ -175,9 +175,8 @@ def test_new_slots_enter_at_the_largest_priority_written():
     replay, prioritized = _ring()
     state, priorities = _written(replay, prioritized, 20)
     priorities = priorities.replace(max_priority=jnp.float32(7.0))
-    state = replay.add(state, jnp.zeros((E, 2)), jnp.zeros(E, jnp.int32), jnp.ones(E), jnp.zeros(E, bool),
-                       jnp.ones(E, bool), jnp.zeros(E, bool))
-    after = prioritized.after_add(priorities, state)
+    state, after = prioritized.add(state, priorities, jnp.zeros((E, 2)), jnp.zeros(E, jnp.int32), jnp.ones(E),
+                                   jnp.zeros(E, bool), jnp.ones(E, bool), jnp.zeros(E, bool))
     entered = (20 - N_STEP) % T
     row = np.asarray(sum_tree.leaves(after.nodes))[entered * E:(entered + 1) * E]
     np.testing.assert_array_equal(row, np.where(np.asarray(state.is_transition[entered]), 7.0, 0.0))
@@ -274,3 +273,20 @@ def test_a_non_finite_td_error_writes_the_largest_priority_not_nan():
         expected = 3.0 if i < 3 else (abs(float(td[i])) + 0.01) ** 0.6
         assert leaves[slot] == pytest.approx(expected, rel=1e-6), i
     assert float(updated.max_priority) == pytest.approx(3.0)
+
+
+def test_a_loop_of_add_sample_and_update_alone_keeps_positive_leaves_the_sampleable_slots():
+    # The buffer's whole interface, as a user's loop would call it: nothing else keeps the invariant.
+    replay, prioritized = _ring(prioritized_exponent=0.6)
+    rng = np.random.default_rng(3)
+    state, priorities = replay.init(), prioritized.init()
+    add, sample, update = jax.jit(prioritized.add), jax.jit(prioritized.sample), jax.jit(prioritized.update)
+    for step in range(3 * T):
+        state, priorities = add(state, priorities, jnp.asarray(rng.normal(size=(E, 2)), jnp.float32),
+                                jnp.zeros(E, jnp.int32), jnp.ones(E), jnp.asarray(rng.random(E) < 0.1),
+                                jnp.asarray(rng.random(E) > 0.2), jnp.asarray(rng.random(E) < 0.1))
+        leaves = np.asarray(sum_tree.leaves(priorities.nodes))
+        assert np.array_equal(leaves[:T * E].reshape(T, E) > 0, np.asarray(replay.sampleable(state))), step
+        if leaves.any():
+            draw = sample(state, priorities, jax.random.PRNGKey(step), jnp.float32(0.4))
+            priorities = update(priorities, draw.index, jnp.asarray(rng.normal(size=B), jnp.float32))
