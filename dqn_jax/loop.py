@@ -64,12 +64,13 @@ class Loop:
         self.iteration = make_iteration(config, learner, replay)
         self.mode = config.loop
         self._xla = None  # one (handle, recv, send, step) per pool
-        self._fused_compiled = False  # the fused chunk compiled once: later failures are not EnvPool's
         if self.mode == "fused":
             try:
                 self._xla = [p.xla() for p in self.pools]
             except Exception as err:  # EnvPool built without its XLA extension, or for another jax
                 self._fall_back_to_host("could not be built", err)
+        if self.mode == "fused":
+            self._probe_envpool_xla()
         self._chunk = jax.jit(self._chunk_fn, static_argnums=1, donate_argnums=0)
         self._act = jax.jit(self.iteration.act)
         self._observe = jax.jit(self._observe_fn, donate_argnums=0)
@@ -82,8 +83,8 @@ class Loop:
     # --- state -------------------------------------------------------------------------------
     @property
     def pools(self) -> list:
-        """The training pools: `[self.pool]` (which tests may wrap), or one per device."""
-        return self._pools if len(self._pools) > 1 else [self.pool]
+        """The training pools: one, or one per device."""
+        return self._pools
 
     @property
     def num_devices(self) -> int:
@@ -188,24 +189,25 @@ class Loop:
     def run_chunk(self, state: LoopState, num_iterations: int) -> tuple[LoopState, StepRecord]:
         """Returns the state after `num_iterations` vector steps and their stacked records [K, ...].
 
-        The first fused chunk is where EnvPool's XLA step gets traced and compiled with this jax;
-        if that fails (its custom call changed with nearly every jax release), the run goes on with
-        the host loop, which gives the same numbers.
+        Any error here is the program's own (a network's, a learner's): EnvPool's XLA step was
+        compiled on its own when the loop was built (`_probe_envpool_xla`).
         """
         if self.mode == "host":
             return self._host_chunk(state, num_iterations)
-        if self._fused_compiled:
-            return self._chunk(state, num_iterations)
-        try:
-            result = self._chunk(state, num_iterations)
-        except Exception as err:
-            if "RESOURCE_EXHAUSTED" in str(err) or any(
-                    leaf.is_deleted() for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)):
-                raise  # out of memory, or it failed while running with the state donated: nothing to fall back to
-            self._fall_back_to_host("failed to compile", err)
-            return self._host_chunk(state._replace(handle=None), num_iterations)
-        self._fused_compiled = True
-        return result
+        return self._chunk(state, num_iterations)
+
+    def _probe_envpool_xla(self) -> None:
+        """Compiles one send and receive of each pool's XLA step alone (nothing runs: the envs do
+        not move), so that an EnvPool built for another jax — its custom call changed with nearly
+        every jax release — is found here, and the run goes on with the host loop, which gives
+        the same numbers; an error in the chunk's own program is then never taken for EnvPool's."""
+        for pool, (handle, recv, send, _) in zip(self.pools, self._xla, strict=True):
+            actions = jax.ShapeDtypeStruct((pool.config["num_envs"],), jnp.int32)
+            try:
+                jax.jit(lambda h, a, send=send, recv=recv: recv(send(h, a))).lower(handle, actions).compile()
+            except Exception as err:
+                self._fall_back_to_host("failed to compile", err)
+                return
 
     def fused_chunk_memory(self, state: LoopState, num_iterations: int):
         """Returns XLA's memory analysis of the fused chunk compiled for `state` (its

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import ConstantQ
 
-from dqn_jax import presets
+from dqn_jax import envs, presets
 from dqn_jax.config import validate
 from dqn_jax.loop import agent_keys, build_loop
 from dqn_jax.schedule import ChunkSchedule, run_chunks
@@ -52,15 +52,19 @@ class RecordingPool:
         return obs, reward, terminated, truncated, info
 
 
-def test_rebuilt_stacks_equal_envpool_observations_on_breakout():
+def test_rebuilt_stacks_equal_envpool_observations_on_breakout(monkeypatch):
     config = validate(dataclasses.replace(
         presets.preset("Breakout"),
         num_envs=NUM_ENVS, loop="host", replay_capacity=400 * NUM_ENVS, learning_starts=400 * NUM_ENVS,
         batch_size=512, train_every=NUM_ENVS * 10**6,  # never learns: this test is about the data
         epsilon_start=1.0, epsilon_end=1.0, max_episode_steps=200, progress=False))
+    recorders = []
+    make = envs.make_train_pool
+    monkeypatch.setattr(envs, "make_train_pool",
+                        lambda *args, **kw: recorders.append(RecordingPool(make(*args, **kw), keep=CHECK_EVERY + 8))
+                        or recorders[-1])
     loop = build_loop(config, network=ConstantQ(num_actions=4))  # ε = 1: acting never needs a real network
-    recorder = RecordingPool(loop.pool, keep=CHECK_EVERY + 8)
-    loop.pool = recorder
+    (recorder,) = recorders
     replay = loop.replay
     state = loop.init(agent_keys(config))
     stack_at = jax.jit(replay.stack_at)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import warnings
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -155,6 +157,29 @@ def test_overlapped_learning_does_not_copy_the_replay(prioritized):
         replay_bytes = state.agents.replay.frames.nbytes
         temp[overlap] = loop.fused_chunk_memory(state, 4).temp_size_in_bytes
     assert temp[True] < temp[False] + replay_bytes / 2, (temp, replay_bytes)
+
+
+class FailsOnBatches(nn.Module):
+    """A user's network with a bug that only the learner's batches reach (its shape check is wrong)."""
+
+    batch_size: int
+
+    @nn.compact
+    def __call__(self, obs):
+        if obs.shape[0] == self.batch_size:
+            raise ValueError(f"FailsOnBatches: cannot take a batch of {obs.shape[0]}")
+        return nn.Dense(2)(obs)
+
+
+def test_an_error_in_the_network_is_shown_as_itself_not_as_envpools(tiny_cartpole):
+    assert tiny_cartpole.num_envs != tiny_cartpole.batch_size  # acting works; the first update fails
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusedLoopUnavailable)  # no fall-back to the host loop
+        loop = build_loop(tiny_cartpole, network=FailsOnBatches(tiny_cartpole.batch_size))
+        state = loop.init(agent_keys(tiny_cartpole))
+        with pytest.raises(ValueError, match="FailsOnBatches: cannot take a batch of"):
+            loop.run_chunk(state, tiny_cartpole.chunk_steps // tiny_cartpole.num_envs)
+    assert loop.mode == "fused"
 
 
 def test_a_pool_without_envpool_xla_falls_back_to_the_host_loop_with_one_warning(tiny_cartpole, monkeypatch):
