@@ -25,7 +25,7 @@ from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import CNN_TORSOS, Config
 from dqn_jax.fingerprint import tree_hash
-from dqn_jax.learner import AgentState, Learner
+from dqn_jax.learner import AgentState, Learner, reduce_learn_metrics
 from dqn_jax.prioritized import Prioritized
 from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 from dqn_jax.replay import Replay, frame_of
@@ -244,7 +244,10 @@ def _make_learn_round(config: Config, learner: Learner, learner_over_agents):
         rounds = config.updates_per_vector_step
 
         def update(part, health: bool):
-            new, metrics = learner_over_agents(functools.partial(learner.update, with_health=health))(
+            # ReDo's schedule is the agents' shared one: decided once, unbatched, outside the map.
+            redo_due = (part.updates[0] + 1) % config.redo_every == 0 if config.redo_every else None
+            new, metrics = learner_over_agents(functools.partial(learner.update, with_health=health,
+                                                                 redo_due=redo_due))(
                 part.replace(replay=replay_state))
             return new.replace(replay=None), metrics
 
@@ -253,9 +256,7 @@ def _make_learn_round(config: Config, learner: Learner, learner_over_agents):
         learner_part, metrics = jax.lax.scan(lambda part, _: update(part, False), learner_part, None,
                                              length=rounds - 1)
         learner_part, last = update(learner_part, with_health)
-        combined = {k: jnp.concatenate([m, last[k][None]]) for k, m in metrics.items()}
-        combined = {k: m[-1] if k == "batch_hash" else m.sum(axis=0) if k == "recycled" else m.mean(axis=0)
-                    for k, m in combined.items()}
+        combined = reduce_learn_metrics({k: jnp.concatenate([m, last[k][None]]) for k, m in metrics.items()})
         if with_health:
             combined["health"] = last["health"]
         return learner_part, combined

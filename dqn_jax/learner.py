@@ -75,6 +75,30 @@ def td_loss(error: jax.Array, kind: str) -> jax.Array:
     return 0.5 * jnp.square(error)
 
 
+# How a vector step's several updates report one value of each update metric (`Learner.update`'s
+# metrics; `health` is the round's last update's): a metric missing here fails when the loop is traced.
+LEARN_METRIC_REDUCTIONS: dict[str, str] = {
+    "loss": "mean", "q_mean": "mean", "td_abs_mean": "mean", "learning_rate": "mean",
+    "batch_hash": "last",  # the fingerprint of the round's last batch
+    "recycled": "sum",  # neurons ReDo recycled over the round
+}
+
+
+def reduce_learn_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Returns one value per metric from `metrics` stacked over a round's updates [U, ...], each
+    reduced as `LEARN_METRIC_REDUCTIONS` declares."""
+    reducers = {"mean": lambda m: m.mean(axis=0), "sum": lambda m: m.sum(axis=0), "last": lambda m: m[-1]}
+    return {k: reducers[LEARN_METRIC_REDUCTIONS[k]](m) for k, m in metrics.items()}
+
+
+def _check_declared(metrics: dict) -> None:
+    """Raises KeyError, when `update` is traced, for a metric without a declared reduction."""
+    missing = sorted(set(metrics) - set(LEARN_METRIC_REDUCTIONS) - {"health"})
+    if missing:
+        raise KeyError(f"learn metrics without a reduction in LEARN_METRIC_REDUCTIONS: {', '.join(missing)}; "
+                       "declare each beside its definition")
+
+
 class Learner(NamedTuple):
     """The network, the optimizer and the pure functions that train one agent."""
 
@@ -164,8 +188,14 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             priorities=prioritized.init() if prioritized else None,
         )
 
-    def update(state: AgentState, with_health: bool = True) -> tuple[AgentState, dict]:
+    def update(state: AgentState, with_health: bool = True, redo_due: jax.Array | None = None
+               ) -> tuple[AgentState, dict]:
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
+
+        `redo_due` (bool []): whether ReDo recycles in this update; by default it is decided from
+        the agent's own update count. Agents mapped with `vmap` share one schedule: the caller
+        passes it decided once, unbatched, so that the recycle stays a real branch (a batched
+        predicate turns `lax.cond` into a select that builds fresh params at every update).
 
         With prioritized replay the batch is drawn by priority, the loss is the importance-weighted
         mean, and the batch's TD errors are written back as its slots' priorities.
@@ -193,13 +223,13 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             # Its own key stream (folded off the sampling key), so the run's other draws stay as without ReDo.
             redo_key = jax.random.fold_in(sample_key, REDO_KEY_STREAM)
             params, opt_state, recycled = jax.lax.cond(
-                num_updates % redo_every == 0,
+                num_updates % redo_every == 0 if redo_due is None else redo_due,
                 lambda: redo.recycle(params, opt_state, optimizer, network.init(redo_key, batch.obs_tm1),
                                      intermediates, redo_tau),
                 lambda: (params, opt_state, recycled))
         target_params = target_after(params, state.target_params, num_updates,
                                      every=config.target_update_every, tau=config.target_update_tau)
-        metrics = {
+        metrics = {  # each with its reduction over a round of updates in LEARN_METRIC_REDUCTIONS
             "loss": loss,
             "q_mean": jnp.mean(q_tm1),
             "td_abs_mean": jnp.mean(jnp.abs(errors)),
@@ -215,6 +245,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             if prioritized:
                 fraction, weight_max = prioritized.stats(state.priorities, probabilities, beta)
                 metrics["health"].update({PER_EFFECTIVE_FRACTION: fraction, PER_WEIGHT_MAX: weight_max})
+        _check_declared(metrics)
         priorities = prioritized.update(state.priorities, index, errors) if prioritized else state.priorities
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                                   rng_key=rng_key, updates=num_updates, priorities=priorities)

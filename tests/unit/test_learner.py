@@ -199,3 +199,42 @@ def test_max_grad_norm_clips_the_gradient_before_adam(tiny_cartpole):
     unclipped, _ = plain_optimizer.update(grads, plain_optimizer.init(grads))
     np.testing.assert_allclose(step["w"], expected["w"], rtol=1e-5)
     assert float(jnp.abs(step["w"]).max()) < 0.8 * float(jnp.abs(unclipped["w"]).max())
+
+
+def _primitives(jaxpr) -> set[str]:
+    """Every primitive name in a closed jaxpr, sub-jaxprs included."""
+    names = set()
+    for eqn in jaxpr.jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    names |= _primitives(sub)
+    return names
+
+
+def test_redo_stays_a_branch_when_the_agents_are_mapped(tiny_cartpole):
+    # With the agents' shared schedule passed unbatched, the recycle (a fresh network init and
+    # the rewrites) is a cond taken only when due; decided per agent under vmap, it became a
+    # select that computed the recycle at every update.
+    import dataclasses
+
+    config = dataclasses.replace(tiny_cartpole, num_seeds=2, redo_every=10)
+    loop = build_loop(config)
+    agents = loop.init(agent_keys(config)).agents
+    shared = jax.make_jaxpr(lambda a: jax.vmap(functools.partial(
+        loop.learner.update, with_health=False, redo_due=a.updates[0] % 10 == 9))(a))(agents)
+    per_agent = jax.make_jaxpr(jax.vmap(functools.partial(loop.learner.update, with_health=False)))(agents)
+    assert "cond" in _primitives(shared) and "cond" not in _primitives(per_agent)
+
+
+def test_learn_metrics_reduce_as_declared_and_an_undeclared_one_fails():
+    from dqn_jax.learner import LEARN_METRIC_REDUCTIONS, _check_declared, reduce_learn_metrics
+
+    stacked = {"loss": jnp.array([1.0, 3.0]), "batch_hash": jnp.array([7, 9], jnp.uint32),
+               "recycled": jnp.array([2, 5], jnp.int32)}
+    assert jax.tree.map(int, reduce_learn_metrics(stacked)) == {"loss": 2, "batch_hash": 9, "recycled": 7}
+    assert set(LEARN_METRIC_REDUCTIONS) >= {"loss", "q_mean", "td_abs_mean", "learning_rate"}
+    _check_declared({"loss": 0.0, "health": {}})
+    with pytest.raises(KeyError, match="without a reduction in LEARN_METRIC_REDUCTIONS: new_metric"):
+        _check_declared({"loss": 0.0, "new_metric": 1.0})
