@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import types
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -131,6 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(final_line(summary, Path(summary["run_dir"])))
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as its `train`: once `dqn_jax.train` has been imported, the package
+    attribute of that name is this module (Python sets it), so the public API's
+    `dqn_jax.train(config, run_dir=...)` and `from dqn_jax import train` reach `train` through it."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -103,3 +103,31 @@ def test_evaluate_score_refuses_what_the_command_refuses(tmp_path):
         score(tmp_path, "best", 0, None, None, False)
     with pytest.raises(ConfigError, match="no config.toml there; pass the directory of a training run"):
         score(tmp_path, "best", 3, None, None, False)
+
+
+def test_the_public_api_names_its_parts_and_importing_it_loads_no_jax():
+    import subprocess
+    import sys
+
+    import dqn_jax
+    from dqn_jax.learner import make_learner
+    from dqn_jax.train import train as train_function
+
+    assert set(dqn_jax.__all__) == {"AgentState", "Config", "ConfigError", "compare", "epsilon_greedy", "load_policy",
+                                    "make_learner", "make_network", "make_prioritized", "make_replay", "preset",
+                                    "train"}
+    assert all(getattr(dqn_jax, name) is not None for name in dqn_jax.__all__)
+    assert dqn_jax.make_learner is make_learner and dqn_jax.preset("pong").game == "Pong"
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        dqn_jax.nothing  # noqa: B018
+    calls = []
+    original = train_module.train
+    train_module.train = lambda *args, **kwargs: calls.append((args, kwargs)) or "summary"
+    try:  # dqn_jax.train is the module (Python sets it once imported), callable as its train
+        assert dqn_jax.train(1, run_dir="x") == "summary" and calls == [((1,), {"run_dir": "x"})]
+    finally:
+        train_module.train = original
+    assert train_module.train is train_function
+    out = subprocess.run([sys.executable, "-c", "import sys, dqn_jax; print('jax' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
