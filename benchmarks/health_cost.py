@@ -1,10 +1,10 @@
 """What the health statistics cost a training run: chunks with them and without, timed in turns.
 
-    python benchmarks/health_cost.py [--game Pong] [--config cpu_atari] [--chunks 6] [--chunk-steps 2000]
+    python benchmarks/health_cost.py [--game Pong] [--config cpu_atari_v1] [--chunks 6] [--chunk-steps 2000]
                                      [--health-every 10 100] [--out FILE]
 
 Builds one loop per `--health-every` value and one with the statistics off (`health_every` past any
-run's update count), all from the same config (Pong's `cpu_atari` overlay by default: batch 32, one
+run's update count), all from the same config (Pong's `cpu_atari_v1` overlay by default: batch 32, one
 update per 4 env steps), warms each up past `learning_starts` (compilation included), then runs
 `--chunks` chunks of each in turns. A chunk's time is what the trainer spends on it: the compiled
 chunk with its records copied to the host (`Chunk.seconds`), the rows built from them, and the
@@ -54,7 +54,7 @@ def timed_chunk(config, chunks, history) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="Pong")
-    parser.add_argument("--config", default="cpu_atari", help="an overlay of dqn_jax/overlays ('' for none)")
+    parser.add_argument("--config", default="cpu_atari_v1", help="an overlay of dqn_jax/overlays ('' for none)")
     parser.add_argument("--chunks", type=int, default=6, help="timed chunks per setting")
     parser.add_argument("--chunk-steps", type=int, default=2_000)
     parser.add_argument("--health-every", type=int, nargs="+", default=[10, 100])

@@ -34,6 +34,19 @@ GAME_OVERLAYS: dict[str, tuple[str, ...]] = {
 }
 
 
+MEASURED_FILE = OVERLAYS_DIR / "measured.json"  # what shipped overlays were measured to do (see `measured`)
+
+
+def measured(overlay: str) -> dict | None:
+    """Returns the measured run that messages quote for a shipped overlay, or None: `{game, seed,
+    eval_return, env_steps, minutes, reached_target, target_return, cpu, cores, result}` from
+    `overlays/measured.json`, whose figures are those of `result` (a file of benchmarks/results/;
+    a test checks that they agree), so that no message carries a figure of its own."""
+    import json
+
+    return json.loads(MEASURED_FILE.read_text()).get(overlay)
+
+
 def shipped_overlays() -> tuple[str, ...]:
     """Returns the names of the overlays shipped with the package (`machado`, `vanilla_dqn`, ...)."""
     return tuple(sorted(p.stem for p in OVERLAYS_DIR.glob("*.toml")))

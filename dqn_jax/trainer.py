@@ -28,6 +28,15 @@ from dqn_jax.schedule import Chunk, ChunkSchedule, run_chunks
 RULE_ROW_KINDS = ("train", "eval", "health")  # the rows the health rules read
 
 
+def small_machine_figure() -> str:
+    """Returns the `cpu_atari` run the days-on-CPU note quotes, in words ("Pong on 2 CPU cores
+    (AMD EPYC), seed 0: <return> at <env steps> after <minutes>"), from `presets.measured`."""
+    m = presets.measured("cpu_atari")
+    what = "" if m["reached_target"] else f", not yet {m['target_return']:g}"
+    return (f"{m['game']} on {m['cores']} CPU cores ({m['cpu']}), seed {m['seed']}: {m['eval_return']:.1f} at "
+            f"{m['env_steps'] / 1e6:.2f}M env steps after {m['minutes']:.0f} minutes{what}")
+
+
 class Trainer:
     """One run: its loop and agents, its bookkeeping, and the sinks it writes to."""
 
@@ -127,9 +136,9 @@ class Trainer:
             days = seconds_left / 86_400
             self.progress.log(f"note: at the rate since learning started this run needs about {days:.1f} more days "
                               "on this CPU; --config=cpu_atari is tuned to learn in fewer updates on a small machine "
-                              "(Pong on 2 CPU cores: 18.0 after 1.9M env steps and 7.4 hours, not yet 20; "
-                              "docs/results.md, 'Pong on 2 CPU cores'), --config=breakout_cpu_1h takes a quick look "
-                              "at Breakout, or use a GPU (README: On a GPU)")
+                              f"({small_machine_figure()}; docs/results.md, 'Pong on 2 CPU cores'), "
+                              "--config=breakout_cpu_1h takes a quick look at Breakout, "
+                              "or use a GPU (README: On a GPU)")
 
     def halt_if_unhealthy(self, losses: list[float]) -> bool:
         """Reports new findings; returns True (and says why) when the run must stop here.

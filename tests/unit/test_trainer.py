@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from dqn_jax import presets
 from dqn_jax import trainer as trainer_module
-from dqn_jax.trainer import Trainer
+from dqn_jax.trainer import Trainer, small_machine_figure
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,21 @@ def test_an_atari_run_of_days_on_a_cpu_names_the_small_machine_preset_and_its_me
     Trainer.warn_if_days_on_cpu(fake, 3 * 86_400.0)
     assert len(logged) == 1
     assert "about 3.0 more days" in logged[0] and "--config=cpu_atari" in logged[0]
-    assert "18.0 after 1.9M env steps and 7.4 hours" in logged[0]  # docs/results.md, pong_cpu_atari_s0.json
+    assert small_machine_figure() in logged[0]
+
+
+def test_the_note_quotes_the_measured_run_as_its_result_file_records_it():
+    m = presets.measured("cpu_atari")
+    record = json.loads((Path(__file__).parents[2] / m["result"]).read_text())
+    assert record["benchmark"] == "learning_curve" and record["game"] == m["game"] == "Pong"
+    curve = [c for c in record["eval_curve"] if c["seed"] == m["seed"]]
+    reached = [c for c in curve if c["eval_return_mean"] >= m["target_return"]]
+    point = reached[0] if reached else max(curve, key=lambda c: c["eval_return_mean"])
+    assert m["reached_target"] == bool(reached) and m["target_return"] == record["config"]["target_return"]
+    assert (m["eval_return"], m["env_steps"]) == (point["eval_return_mean"], point["env_steps"])
+    assert m["minutes"] == pytest.approx(point["wall_seconds"] / 60, abs=0.05)
+    assert m["cpu"] in record["machine"]["cpu"] and m["cores"] == record["machine"]["cores"]
+    assert f"{m['eval_return']:.1f} at {m['env_steps'] / 1e6:.2f}M env steps" in small_machine_figure()
 
 
 def test_no_note_under_a_day_for_cartpole_or_on_an_accelerator(monkeypatch):
