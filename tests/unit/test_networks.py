@@ -15,11 +15,13 @@ from dqn_jax import presets
 from dqn_jax.networks import AtariCNNTorso, PatchConv, make_network
 
 
-@pytest.mark.parametrize("features, kernel, stride, size",
-                         [(32, 8, 4, 36), (64, 4, 2, 20), (64, 3, 1, 9), (5, 3, 2, 10)])
-def test_patch_conv_equals_nn_conv_with_the_same_params(features, kernel, stride, size):
+@pytest.mark.parametrize("features, kernel, stride, size, space_to_depth",
+                         [(32, 8, 4, 36, False), (64, 4, 2, 20, False), (64, 3, 1, 9, False), (5, 3, 2, 10, False),
+                          (16, 8, 4, 84, True), (4, 4, 2, 11, True), (3, 6, 3, 20, True)])
+def test_patch_conv_equals_nn_conv_with_the_same_params(features, kernel, stride, size, space_to_depth):
+    # space_to_depth: the same convolution over stride x stride blocks (sizes that crop included)
     x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 4))
-    patch = PatchConv(features, kernel, stride)
+    patch = PatchConv(features, kernel, stride, space_to_depth=space_to_depth)
     params = jax.jit(patch.init)(jax.random.PRNGKey(1), x)
     params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
     conv = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")
@@ -90,19 +92,6 @@ def test_each_atari_torso_gives_the_same_features_with_patches_and_with_xla_conv
     assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(xla.init, jax.random.PRNGKey(1), obs))
     np.testing.assert_allclose(jax.jit(patches.apply)(params, obs), jax.jit(xla.apply)(params, obs),
                                rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("features, kernel, stride, size", [(16, 8, 4, 84), (4, 4, 2, 11), (3, 6, 3, 20)])
-def test_space_to_depth_equals_nn_conv_with_the_same_params(features, kernel, stride, size):
-    x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 4))
-    patch = PatchConv(features, kernel, stride, space_to_depth=True)
-    params = jax.jit(patch.init)(jax.random.PRNGKey(1), x)
-    params = jax.tree.map(lambda p: p + 0.1, params)
-    conv = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")
-    expected = jax.jit(conv.apply)(params, x)
-    got = jax.jit(patch.apply)(params, x)
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_nature_torso_keeps_its_parameter_names_and_count():
