@@ -25,7 +25,7 @@ from dqn_jax import envs
 from dqn_jax.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import CNN_TORSOS, Config
 from dqn_jax.fingerprint import tree_hash
-from dqn_jax.learner import AgentState, Learner, reduce_learn_metrics
+from dqn_jax.learner import AgentState, Learner, redo_is_due, reduce_learn_metrics
 from dqn_jax.prioritized import Prioritized
 from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 from dqn_jax.replay import Replay, frame_of
@@ -245,7 +245,7 @@ def _make_learn_round(config: Config, learner: Learner, learner_over_agents):
 
         def update(part, health: bool):
             # ReDo's schedule is the agents' shared one: decided once, unbatched, outside the map.
-            redo_due = (part.updates[0] + 1) % config.redo_every == 0 if config.redo_every else None
+            redo_due = redo_is_due(part.updates[0], config.redo_every) if config.redo_every else None
             new, metrics = learner_over_agents(functools.partial(learner.update, with_health=health,
                                                                  redo_due=redo_due))(
                 part.replace(replay=replay_state))

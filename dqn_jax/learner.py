@@ -84,6 +84,11 @@ LEARN_METRIC_REDUCTIONS: dict[str, str] = {
 }
 
 
+def redo_is_due(updates_before: jax.Array, every: int) -> jax.Array:
+    """Returns whether ReDo recycles in the update that follows `updates_before` updates (bool [])."""
+    return (updates_before + 1) % every == 0
+
+
 def reduce_learn_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """Returns one value per metric from `metrics` stacked over a round's updates [U, ...], each
     reduced as `LEARN_METRIC_REDUCTIONS` declares."""
@@ -223,7 +228,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             # Its own key stream (folded off the sampling key), so the run's other draws stay as without ReDo.
             redo_key = jax.random.fold_in(sample_key, REDO_KEY_STREAM)
             params, opt_state, recycled = jax.lax.cond(
-                num_updates % redo_every == 0 if redo_due is None else redo_due,
+                redo_is_due(state.updates, redo_every) if redo_due is None else redo_due,
                 lambda: redo.recycle(params, opt_state, optimizer, network.init(redo_key, batch.obs_tm1),
                                      intermediates, redo_tau),
                 lambda: (params, opt_state, recycled))

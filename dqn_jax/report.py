@@ -83,9 +83,34 @@ def score_matrix(by_game: dict[str, dict], normalized: bool) -> tuple[list[str],
     """Returns the games and their scores [runs, games] (normalized or raw), keeping the first
     `runs` seeds of each game where games have different numbers of seeds."""
     names = [g for g in sorted(by_game) if (by_game[g]["normalized"] is not None) == normalized]
-    runs = min((len(by_game[g]["raw"]) for g in names), default=0)
     key = "normalized" if normalized else "raw"
-    return names, np.array([by_game[g][key][:runs] for g in names]).T.reshape(runs, len(names))
+    return names, runs_by_games([by_game[g][key] for g in names])
+
+
+def runs_by_games(columns: list[list[float]]) -> np.ndarray:
+    """Returns the scores [runs, games] of one score list per game, keeping the first `runs`
+    seeds of each game where games have different numbers of seeds."""
+    runs = min((len(c) for c in columns), default=0)
+    return np.array([c[:runs] for c in columns], np.float64).T.reshape(runs, len(columns))
+
+
+def _save(fig, path: Path) -> Path:
+    """Writes `fig` to `path` (laid out, 80 dpi), closes it and returns `path`."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _evals_by_step(run_dirs: Sequence[str]) -> dict[int, list[float]]:
+    """Returns {env steps: every seed's evaluation return there} over the runs' `eval` rows."""
+    by_step: dict[int, list[float]] = {}
+    for run in run_dirs:
+        for row in read_metrics(run, "eval"):
+            by_step.setdefault(row["env_steps"], []).append(row[EVAL_RETURN_MEAN])
+    return by_step
 
 
 def build(paths: Sequence[Path], score: str = "best_params", reps: int = 2_000, seed: int = 0) -> dict:
@@ -129,8 +154,7 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
     key = "normalized" if report["aggregated_over"] == "human_normalized" else "raw"
     games_used = report["aggregated_games"]
     runs = report["runs_per_game"]
-    matrix = np.array([report["games"][g][key][:runs] for g in games_used]).T.reshape(runs, len(games_used))
-    written = []
+    matrix = runs_by_games([report["games"][g][key] for g in games_used])
     fig, axis = plt.subplots(figsize=(6, 4))
     if matrix.size:
         taus = np.linspace(min(0.0, matrix.min()), max(matrix.max(), 1e-9) * 1.05, 200)
@@ -139,10 +163,7 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
     axis.set_ylabel("fraction of runs with score > τ")
     axis.set_title(f"performance profile ({len(games_used)} games × {runs} runs)", fontsize=10)
     axis.grid(alpha=0.3)
-    written.append(out_dir / "performance_profile.png")
-    fig.tight_layout()
-    fig.savefig(written[-1], dpi=80)
-    plt.close(fig)
+    written = [_save(fig, out_dir / "performance_profile.png")]
 
     fig, axis = plt.subplots(figsize=(7, 4))
     for game, entry in report["games"].items():
@@ -156,20 +177,14 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=7)
-    written.append(out_dir / "score_curves.png")
-    fig.tight_layout()
-    fig.savefig(written[-1], dpi=80)
-    plt.close(fig)
+    written.append(_save(fig, out_dir / "score_curves.png"))
     return written
 
 
 def _curve(game: str, run_dirs: list[str]) -> list[tuple[float, float]]:
     """Returns (frames or env steps, mean over seeds of the evaluation return, human-normalized
     where the game has human scores) at each evaluation of a game's runs."""
-    by_step: dict[int, list[float]] = {}
-    for run in run_dirs:
-        for row in read_metrics(run, "eval"):
-            by_step.setdefault(row["env_steps"], []).append(row[EVAL_RETURN_MEAN])
+    by_step = _evals_by_step(run_dirs)
     scale = FRAME_SKIP if games.is_atari(game) else 1
     points = []
     for step, values in sorted(by_step.items()):
@@ -211,7 +226,7 @@ def compare(a_paths: Sequence[Path | str], b_paths: Sequence[Path | str], label_
     with_human = any(a_games[g]["normalized"] is not None for g in shared)
     names = [g for g in shared if (a_games[g]["normalized"] is not None) == with_human]
     key = "normalized" if with_human else "raw"
-    x, y = (_side_matrix([by_game[g][side][key] for g in names]) for side in ("a", "b"))
+    x, y = (runs_by_games([by_game[g][side][key] for g in names]) for side in ("a", "b"))
     aggregates = scores.difference_aggregates(x, y, reps=reps, seed=seed, normalized=with_human)
     comparison = {
         "label_a": label_a, "label_b": label_b, "shared_games": shared,
@@ -247,13 +262,6 @@ def protocol_differences(a: dict, b: dict, shared: Sequence[str], label_a: str, 
     return found
 
 
-def _side_matrix(columns: list[list[float]]) -> np.ndarray:
-    """Returns one side's scores [runs, games], keeping the first `runs` seeds of each game where
-    games have different numbers of seeds (as `score_matrix`)."""
-    runs = min(len(c) for c in columns)
-    return np.array([c[:runs] for c in columns], np.float64).T.reshape(runs, len(columns))
-
-
 def _game_difference(entries: dict, reps: int, seed: int) -> dict:
     """Returns one game's raw returns side by side: each side's seeds, mean and bootstrap 95% CI,
     and the difference of means B - A with its bootstrap CI."""
@@ -271,12 +279,8 @@ def _game_difference(entries: dict, reps: int, seed: int) -> dict:
 def _curve_band(run_dirs: list[str], reps: int, seed: int) -> list[dict]:
     """Returns a side's learning curve on one game: at each evaluation's env steps, the mean over
     seeds of the evaluation return and its bootstrap 95% CI over seeds, with the seeds it holds."""
-    by_step: dict[int, list[float]] = {}
-    for run in run_dirs:
-        for row in read_metrics(run, "eval"):
-            by_step.setdefault(row["env_steps"], []).append(row[EVAL_RETURN_MEAN])
     points = []
-    for step, values in sorted(by_step.items()):
+    for step, values in sorted(_evals_by_step(run_dirs).items()):
         low, high = scores.bootstrap_mean_interval(np.array(values), reps=min(reps, 500), seed=seed)
         points.append({"env_steps": step, "mean": float(np.mean(values)), "ci_low": low, "ci_high": high,
                        "seeds": len(values)})
@@ -339,7 +343,7 @@ def plot_comparison(result: dict, out_dir: Path) -> list[Path]:
     c = result["comparison"]
     key = "normalized" if c["aggregated_over"] == "human_normalized" else "raw"
     sides = [(side, c[f"label_{side}"], color) for side, color in (("a", "tab:blue"), ("b", "tab:orange"))]
-    matrices = {side: _side_matrix([result[side]["games"][g][key] for g in c["aggregated_games"]])
+    matrices = {side: runs_by_games([result[side]["games"][g][key] for g in c["aggregated_games"]])
                 for side, _, _ in sides}
     everything = np.concatenate([m.ravel() for m in matrices.values()])
     taus = np.linspace(min(0.0, everything.min()), max(everything.max(), 1e-9) * 1.05, 200)
@@ -352,10 +356,7 @@ def plot_comparison(result: dict, out_dir: Path) -> list[Path]:
     axis.set_title(f"performance profiles over {len(c['aggregated_games'])} game(s)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    written = [out_dir / "compare_profiles.png"]
-    fig.tight_layout()
-    fig.savefig(written[-1], dpi=80)
-    plt.close(fig)
+    written = [_save(fig, out_dir / "compare_profiles.png")]
 
     shared = c["shared_games"]
     fig, axes = plt.subplots(1, len(shared), figsize=(5 * len(shared), 3.6), squeeze=False)
@@ -372,10 +373,7 @@ def plot_comparison(result: dict, out_dir: Path) -> list[Path]:
         axis.set_ylabel("evaluation return (mean over seeds, 95% CI)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    written.append(out_dir / "compare_curves.png")
-    fig.tight_layout()
-    fig.savefig(written[-1], dpi=80)
-    plt.close(fig)
+    written.append(_save(fig, out_dir / "compare_curves.png"))
     return written
 
 

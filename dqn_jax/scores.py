@@ -78,6 +78,13 @@ AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
     "mean": mean, "median": median, "iqm": iqm, "optimality_gap": optimality_gap}
 
 
+def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Returns the central `confidence` interval (low, high) of bootstrap `replicates` [reps]."""
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def stratified_bootstrap(scores: np.ndarray, statistic: Callable[[np.ndarray], float], reps: int = 2_000,
                          confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Returns the percentile confidence interval (low, high) of `statistic` under a stratified
@@ -89,9 +96,7 @@ def stratified_bootstrap(scores: np.ndarray, statistic: Callable[[np.ndarray], f
     columns = np.arange(num_games)[None, :]
     replicates = np.array([statistic(scores[rng.integers(0, runs, size=(runs, num_games)), columns])
                            for _ in range(reps)])
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(replicates, confidence)
 
 
 def aggregates(scores: np.ndarray, reps: int = 2_000, seed: int = 0,
@@ -146,9 +151,7 @@ def stratified_bootstrap_pair(x: np.ndarray, y: np.ndarray, statistic: Callable[
     replicates = np.array([statistic(x[rng.integers(0, x.shape[0], size=x.shape), columns],
                                      y[rng.integers(0, y.shape[0], size=y.shape), columns])
                            for _ in range(reps)])
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(replicates, confidence)
 
 
 def bootstrap_mean_interval(values: np.ndarray, reps: int = 2_000, confidence: float = 0.95,
@@ -158,9 +161,7 @@ def bootstrap_mean_interval(values: np.ndarray, reps: int = 2_000, confidence: f
     values = np.asarray(values, np.float64)
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(reps, values.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(means, confidence)
 
 
 def difference_aggregates(x: np.ndarray, y: np.ndarray, reps: int = 2_000, seed: int = 0,
