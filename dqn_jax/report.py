@@ -414,37 +414,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: give run or sweep directories to report, or --compare A B to compare two configurations "
               "(not both)", file=sys.stderr)
         return 2
-    if args.compare:
-        return _main_compare(args)
+    if args.compare:  # writes report.json, compare_profiles.png and compare_curves.png
+        a_paths, b_paths = ([Path(p) for p in side.split(",") if p] for side in args.compare)
+        make = lambda: compare(a_paths, b_paths, args.label_a, args.label_b, args.score, args.reps,  # noqa: E731
+                               allow_protocol_difference=args.allow_protocol_difference)
+        shown, plotted, default_out = render_comparison, plot_comparison, a_paths[0]
+    else:
+        make = lambda: build(args.paths, args.score, args.reps)  # noqa: E731
+        shown, plotted, default_out = render, plot, args.paths[0]
     try:
-        report = build(args.paths, args.score, args.reps)
+        result = make()
     except (ReportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out_dir = args.out or args.paths[0]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / REPORT_FILE, report)
-    print(render(report))
-    for path in [out_dir / REPORT_FILE, *plot(report, out_dir)]:
-        print(f"wrote {path}")
-    return 0
-
-
-def _main_compare(args) -> int:
-    """`--compare A B`: writes `report.json`, `compare_profiles.png` and `compare_curves.png` into
-    `--out` (default: A's first directory) and prints the comparison; returns the exit code."""
-    a_paths, b_paths = ([Path(p) for p in side.split(",") if p] for side in args.compare)
-    try:
-        result = compare(a_paths, b_paths, args.label_a, args.label_b, args.score, args.reps,
-                         allow_protocol_difference=args.allow_protocol_difference)
-    except (ReportError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out_dir = args.out or a_paths[0]
+    out_dir = args.out or default_out
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / REPORT_FILE, result)
-    print(render_comparison(result))
-    for path in [out_dir / REPORT_FILE, *plot_comparison(result, out_dir)]:
+    print(shown(result))
+    for path in [out_dir / REPORT_FILE, *plotted(result, out_dir)]:
         print(f"wrote {path}")
     return 0
 
