@@ -118,11 +118,18 @@ def episode_bookkeeping(carry: EnvCarry, epsilon, next_obs, terminated, truncate
 
     `carry.dead` marks EnvPool's reset steps (the step after any done): they are not real steps,
     and their reward is 0. `hard` marks a game over or time limit, not a lost life.
+
+    A new game can also start inside a soft reset: EnvPool's `Reset()` runs its random no-ops after
+    a lost life too, and a game over during them restarts the game with no flag set. Its lives
+    going up is the sign (they only go down within a game, but for a bonus life earned in the
+    no-ops): the game that ended is counted as one that ended at the life loss, and the new
+    observation starts a new stack, as EnvPool's own stack does.
     """
     real_step = ~carry.dead
     episode_return = carry.episode_return + raw_reward
     episode_length = carry.episode_length + real_step.astype(jnp.int32)
-    ended = hard & real_step
+    new_game_in_soft_reset = carry.dead & ~carry.dead_hard & (lives > carry.lives)
+    ended = (hard & real_step) | new_game_in_soft_reset
     life_lost = real_step & ~hard & (lives < carry.lives)
     count = lambda x: jnp.sum(x, axis=1, dtype=jnp.int32)  # noqa: E731  [S, E] -> [S]
     experience = ExperienceRecord(
@@ -132,7 +139,7 @@ def episode_bookkeeping(carry: EnvCarry, epsilon, next_obs, terminated, truncate
         life_losses=count(life_lost), life_loss_terminals=count(life_lost & terminated))
     next_carry = EnvCarry(
         obs=next_obs,
-        first=carry.dead & carry.dead_hard,  # the step just taken was a hard reset
+        first=carry.dead & carry.dead_hard | new_game_in_soft_reset,  # the step just taken started a game
         dead=terminated | truncated,
         dead_hard=hard,
         episode_return=jnp.where(ended, 0.0, episode_return),
