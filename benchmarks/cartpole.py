@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dqn_jax.provenance import write_result
+from dqn_jax.tools.provenance import write_result
 
 
 def run_timed(run_dir: Path, *flags: str) -> tuple[dict, float]:

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dqn_jax.distributed import localhost_group_flags
-from dqn_jax.provenance import write_result
+from dqn_jax.loop.distributed import localhost_group_flags
+from dqn_jax.tools.provenance import write_result
 
 
 def train(run_dir: Path, game: str, seeds: int, devices: int, processes: int) -> dict:

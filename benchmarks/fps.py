@@ -39,11 +39,13 @@ from update_cost import (  # benchmarks/, beside this file
     update_scan_fn,
 )
 
-from dqn_jax import envs, games, presets
+from dqn_jax import games
 from dqn_jax.config import validate
-from dqn_jax.loop import agent_keys, build_loop, over_agents
-from dqn_jax.provenance import write_result
-from dqn_jax.schedule import ChunkSchedule, run_chunks
+from dqn_jax.loop import envs
+from dqn_jax.loop.loop import agent_keys, build_loop, over_agents
+from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
+from dqn_jax.run import presets
+from dqn_jax.tools.provenance import write_result
 
 
 def timed(step, carry, min_seconds: float, min_calls: int = 2) -> tuple[float, int]:

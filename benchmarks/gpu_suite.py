@@ -97,7 +97,7 @@ class Results:
 
     def add(self, cell: str, **values) -> dict:
         """Records (and prints) one row, replacing an earlier row of the same cell; returns it."""
-        from dqn_jax.provenance import write_result
+        from dqn_jax.tools.provenance import write_result
 
         row = {"cell": cell, **values}
         self.rows = [r for r in self.rows if r["cell"] != cell] + [row]
@@ -148,8 +148,8 @@ def speed_cells(scale: Scale) -> list[tuple[str, dict]]:
 
 def speed_config(scale: Scale, seeds: int, envs: int, batch: int = 32, loop: str = "fused"):
     """Returns the validated config a speed cell measures."""
-    from dqn_jax import presets
     from dqn_jax.config import validate
+    from dqn_jax.run import presets
 
     base = presets.preset(scale.game)
     chunk = max(envs, scale.chunk_steps // envs * envs)
@@ -166,7 +166,7 @@ def learning_preset_config(scale: Scale, overlap: bool):
     `scale.replay`."""
     import fps
 
-    from dqn_jax import presets
+    from dqn_jax.run import presets
 
     config = presets.preset(scale.learn_game)
     if config.is_atari:
@@ -180,7 +180,7 @@ def run_speed_cell(scale: Scale, parameters: dict) -> dict:
     import fps
     import jax
 
-    from dqn_jax.loop import agent_keys, build_loop
+    from dqn_jax.loop.loop import agent_keys, build_loop
 
     kind = parameters["kind"]
     if kind == "env_only":
@@ -246,8 +246,8 @@ def phase_prioritized(scale: Scale, results: Results, deadline: Deadline) -> Non
     """Times the prioritized update against the uniform one at each batch size not yet recorded."""
     import update_cost
 
-    from dqn_jax import presets
     from dqn_jax.config import validate
+    from dqn_jax.run import presets
 
     def measure(batch: int) -> dict:
         config = validate(dataclasses.replace(presets.preset(scale.game), batch_size=batch,
@@ -294,7 +294,7 @@ def phase_determinism(scale: Scale, results: Results, deadline: Deadline) -> Non
 # --- learning runs ------------------------------------------------------------------------------
 def learning_command(game: str, scale: Scale, run_dir: Path, minutes: float, target: float | None) -> list[str]:
     """Returns the `dqn_jax.train` command of a learning phase, resuming `run_dir` when it holds a checkpoint."""
-    from dqn_jax import checkpoint
+    from dqn_jax.run import checkpoint
 
     command = [sys.executable, "-m", "dqn_jax.train", f"--time-limit-minutes={minutes:.2f}", "--no-progress"]
     if run_dir.exists() and checkpoint.latest_step(run_dir) is not None:
@@ -309,7 +309,7 @@ def learning_command(game: str, scale: Scale, run_dir: Path, minutes: float, tar
 
 def learning_summary(run_dir: Path, target: float | None) -> dict:
     """Returns the learning phase's record: the eval curve per seed and, per seed, when it first reached `target`."""
-    from dqn_jax.metrics import SUMMARY_FILE, read_metrics
+    from dqn_jax.run.metrics import SUMMARY_FILE, read_metrics
 
     evals = read_metrics(run_dir, "eval")
     summary = json.loads((run_dir / SUMMARY_FILE).read_text()) if (run_dir / SUMMARY_FILE).exists() else {}
@@ -334,8 +334,8 @@ def learning_settings(run_dir: Path) -> dict:
     import hashlib
 
     from dqn_jax.config import Config
-    from dqn_jax.metrics import CONFIG_FILE
-    from dqn_jax.presets import load_toml
+    from dqn_jax.run.metrics import CONFIG_FILE
+    from dqn_jax.run.presets import load_toml
 
     if not (run_dir / CONFIG_FILE).exists():  # the run failed before it started
         return {"changed": None, "digest": "unstarted"}
@@ -375,7 +375,7 @@ def phase_learning(phase: str, game: str, target: float | None, scale: Scale, re
                    deadline: Deadline, work: Path, png: Path) -> None:
     """Trains (or resumes) `game` until the target or the deadline, then records its curve and
     times, its plot (`png` with the settings' digest in its name) and its gzipped metrics."""
-    from dqn_jax.metrics import METRICS_FILE
+    from dqn_jax.run.metrics import METRICS_FILE
 
     run_dir = work / phase
     minutes = (deadline.left() - 30) / 60  # room to write the record

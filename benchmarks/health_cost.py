@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn_jax import envs, games, presets
+from dqn_jax import games
 from dqn_jax.config import validate
-from dqn_jax.diagnostics import History, diagnose
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.provenance import write_result
-from dqn_jax.records import chunk_rows
-from dqn_jax.schedule import ChunkSchedule, run_chunks
+from dqn_jax.health.diagnostics import History, diagnose
+from dqn_jax.loop import envs
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.loop.records import chunk_rows
+from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
+from dqn_jax.run import presets
+from dqn_jax.tools.provenance import write_result
 
 OFF = 2**31 - 1  # health_every past any run's updates: the statistics are never measured
 
@@ -54,7 +56,7 @@ def timed_chunk(config, chunks, history) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="Pong")
-    parser.add_argument("--config", default="cpu_atari_v1", help="an overlay of dqn_jax/overlays ('' for none)")
+    parser.add_argument("--config", default="cpu_atari_v1", help="an overlay of configs/ ('' for none)")
     parser.add_argument("--chunks", type=int, default=6, help="timed chunks per setting")
     parser.add_argument("--chunk-steps", type=int, default=2_000)
     parser.add_argument("--health-every", type=int, nargs="+", default=[10, 100])

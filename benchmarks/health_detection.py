@@ -29,11 +29,11 @@ from pathlib import Path
 from fps import loop_rates
 from plants import PLANTS, Plant, plant
 
-from dqn_jax import presets
 from dqn_jax.config import validate
-from dqn_jax.metrics import read_metrics
-from dqn_jax.provenance import write_result
-from dqn_jax.train import train
+from dqn_jax.run import presets
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.run.train import train
+from dqn_jax.tools.provenance import write_result
 
 
 def first_findings(run_dir: Path) -> dict[str, int]:

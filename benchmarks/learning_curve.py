@@ -20,8 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
-from dqn_jax.doctor import load_run
-from dqn_jax.provenance import write_result
+from dqn_jax.tools.doctor import load_run
+from dqn_jax.tools.provenance import write_result
 
 RESULTS = Path(__file__).parent / "results"
 

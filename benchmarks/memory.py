@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dqn_jax.provenance import write_result
+from dqn_jax.tools.provenance import write_result
 
 COMMAND = ["-m", "dqn_jax.train", "--game=Pong", "--total-steps=20000", "--learning-starts=5000"]
 
@@ -26,9 +26,10 @@ def replay_bytes_per_transition() -> tuple[float, int]:
     """Returns (bytes per transition, capacity) of the Pong preset's replay, from its array shapes."""
     import jax
 
-    from dqn_jax import envs, presets
-    from dqn_jax.loop import make_replay_for
-    from dqn_jax.replay import bytes_per_transition
+    from dqn_jax.agent.replay import bytes_per_transition
+    from dqn_jax.loop import envs
+    from dqn_jax.loop.loop import make_replay_for
+    from dqn_jax.run import presets
 
     config = presets.preset("Pong")
     replay = make_replay_for(config, envs.facts(envs.make_train_pool(config)))

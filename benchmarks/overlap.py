@@ -19,8 +19,9 @@ from pathlib import Path
 import jax
 from fps import loop_rates, timing_config  # benchmarks/, beside this file
 
-from dqn_jax import games, presets
-from dqn_jax.provenance import write_result
+from dqn_jax import games
+from dqn_jax.run import presets
+from dqn_jax.tools.provenance import write_result
 
 
 def overlap_configs(game: str, overlay: str | None, seeds: int, replay: int, chunk_steps: int):

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dqn_jax import presets
+from dqn_jax.agent.learner import make_optimizer
+from dqn_jax.agent.networks import PatchConv, QNetwork, make_network
 from dqn_jax.config import Config, validate
-from dqn_jax.learner import make_optimizer
-from dqn_jax.networks import PatchConv, QNetwork, make_network
+from dqn_jax.run import presets
 
 
 class ReluAfterHead(nn.Module):

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from dqn_jax.provenance import write_result
+from dqn_jax.tools.provenance import write_result
 
 
 def main() -> None:

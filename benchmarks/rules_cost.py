@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn_jax import presets
-from dqn_jax.diagnostics import History, diagnose
-from dqn_jax.provenance import write_result
+from dqn_jax.health.diagnostics import History, diagnose
+from dqn_jax.run import presets
+from dqn_jax.tools.provenance import write_result
 
 RESULTS = Path(__file__).parent / "results"
 EVAL_EVERY = 10  # chunks

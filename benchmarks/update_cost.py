@@ -42,12 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dqn_jax import envs, games, presets, sum_tree
+from dqn_jax import games
+from dqn_jax.agent import sum_tree
+from dqn_jax.agent.learner import td_error, td_loss
+from dqn_jax.agent.replay import fill_with_random_steps
 from dqn_jax.config import CNN_TORSOS, validate
-from dqn_jax.learner import td_error, td_loss
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.provenance import write_result
-from dqn_jax.replay import fill_with_random_steps
+from dqn_jax.loop import envs
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.run import presets
+from dqn_jax.tools.provenance import write_result
 
 
 def interleaved_ms_per_update(steps: dict, seconds: float, rounds: int = 5) -> dict:
@@ -199,7 +202,7 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="Pong")
-    parser.add_argument("--config", default="cpu_atari", help="an overlay of dqn_jax/overlays ('' for none)")
+    parser.add_argument("--config", default="cpu_atari", help="an overlay of configs/ ('' for none)")
     parser.add_argument("--torsos", nargs="+", default=["nature_cnn", "nips_cnn"], choices=list(CNN_TORSOS))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--updates", type=int, default=20, help="updates per compiled call")

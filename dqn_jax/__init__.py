@@ -21,11 +21,12 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {  # name: the module that defines it
-    "Config": "dqn_jax.config", "ConfigError": "dqn_jax.errors", "preset": "dqn_jax.presets",
-    "load_policy": "dqn_jax.evaluate",
-    "make_network": "dqn_jax.networks", "make_replay": "dqn_jax.replay", "make_prioritized": "dqn_jax.prioritized",
-    "make_learner": "dqn_jax.learner", "AgentState": "dqn_jax.learner", "epsilon_greedy": "dqn_jax.acting",
-    "compare": "dqn_jax.report",
+    "Config": "dqn_jax.config", "ConfigError": "dqn_jax.errors", "preset": "dqn_jax.run.presets",
+    "load_policy": "dqn_jax.run.evaluate",
+    "make_network": "dqn_jax.agent.networks", "make_replay": "dqn_jax.agent.replay",
+    "make_prioritized": "dqn_jax.agent.prioritized", "make_learner": "dqn_jax.agent.learner",
+    "AgentState": "dqn_jax.agent.learner", "epsilon_greedy": "dqn_jax.agent.acting",
+    "compare": "dqn_jax.tools.report",
 }
 __all__ = sorted([*_PUBLIC, "train"])
 

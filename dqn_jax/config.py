@@ -1,7 +1,7 @@
 """The run configuration: one frozen, typed dataclass whose defaults are the Nature-Atari settings.
 
 A run is configured in layers: the dataclass defaults below (the only place the Nature settings
-are written), the game's overlays (`dqn_jax/overlays/*.toml`, chosen in `presets.py`), the
+are written), the game's overlays (`configs/*.toml`, chosen in `run/presets.py`), the
 user's `--config` overlay, then the command line. `validate` checks a finished config and is
 kept apart from construction. Units are part of every help string: "env steps" count the
 transitions collected by one agent summed over its environments; "updates" count gradient steps

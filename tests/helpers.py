@@ -11,10 +11,10 @@ from pathlib import Path
 
 import jax
 
-from dqn_jax import presets
 from dqn_jax.config import Config, validate
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.schedule import ChunkSchedule, run_chunks
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
+from dqn_jax.run import presets
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny CartPole run as command-line flags (for subprocess tests).

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from helpers import run_loop, tiny_cartpole_config  # noqa: E402
 
-from dqn_jax import loop  # noqa: E402
+from dqn_jax.loop import loop  # noqa: E402
 
 config = dataclasses.replace(tiny_cartpole_config(), num_seeds=8, prioritized_replay=True)
 sharded_loop, state = run_loop(config, chunks=2)

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from helpers import ConstantQ
 
-from dqn_jax import envs, presets
 from dqn_jax.config import validate
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.schedule import ChunkSchedule, run_chunks
+from dqn_jax.loop import envs
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
+from dqn_jax.run import presets
 
 NUM_ENVS = 8
 VECTOR_STEPS = 2_000

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from helpers import REPO, TINY_FLAGS, run_cli, run_loop
 
-from dqn_jax import checkpoint
-from dqn_jax.loop import agent_keys
-from dqn_jax.metrics import read_metrics
-from dqn_jax.train import main, train
+from dqn_jax.loop.loop import agent_keys
+from dqn_jax.run import checkpoint
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.run.train import main, train
 
 
 @pytest.mark.parametrize("prioritized", [False, True])
@@ -166,8 +166,8 @@ def test_resume_cuts_the_episodes_in_flight_at_the_newest_slot(tiny_cartpole):
 
 
 def test_a_resumed_runs_progress_bar_starts_at_its_checkpoint(finished_run):
-    from dqn_jax.evaluate import run_config
-    from dqn_jax.trainer import Trainer
+    from dqn_jax.run.evaluate import run_config
+    from dqn_jax.run.trainer import Trainer
 
     config = dataclasses.replace(run_config(finished_run), progress=True, total_steps=1_600)
     trainer = Trainer(config, finished_run, resume=True)

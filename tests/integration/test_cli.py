@@ -34,7 +34,7 @@ def test_cli_refuses_a_replay_over_memory_before_allocating():
 
 
 def test_process_zero_alone_gets_one_line_naming_the_missing_process():
-    from dqn_jax.distributed import localhost_group_flags
+    from dqn_jax.loop.distributed import localhost_group_flags
 
     start = time.monotonic()
     result = run_cli("dqn_jax.train", *TINY_FLAGS, *localhost_group_flags(2)[0], "--distributed-timeout=3",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from helpers import TINY_FLAGS
 
-from dqn_jax.distributed import localhost_group_flags
-from dqn_jax.metrics import read_metrics
-from dqn_jax.repro import compare_runs
+from dqn_jax.loop.distributed import localhost_group_flags
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.tools.repro import compare_runs
 
 FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800", "--fingerprint-every=25", "--final-eval-episodes=0"]
 

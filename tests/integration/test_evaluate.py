@@ -6,8 +6,8 @@ import imageio.v2 as imageio
 import numpy as np
 from helpers import ConstantQ
 
-from dqn_jax.evaluate import write_video
-from dqn_jax.metrics import read_metrics
+from dqn_jax.run.evaluate import write_video
+from dqn_jax.run.metrics import read_metrics
 
 
 def test_write_video_round_trip(tmp_path):
@@ -22,10 +22,10 @@ def test_write_video_round_trip(tmp_path):
 def test_record_video_writes_the_best_evaluation_game(tmp_path):
     import dataclasses
 
-    from dqn_jax import presets
-    from dqn_jax.checkpoint import load_best_params
     from dqn_jax.config import validate
-    from dqn_jax.train import train
+    from dqn_jax.run import presets
+    from dqn_jax.run.checkpoint import load_best_params
+    from dqn_jax.run.train import train
 
     config = validate(dataclasses.replace(
         presets.preset("Breakout"), total_steps=800, num_envs=4, replay_capacity=1_000, learning_starts=1_000,
@@ -48,7 +48,7 @@ def test_evaluation_measures_q_at_the_first_state_against_the_discounted_reward_
 
     import jax.numpy as jnp
 
-    from dqn_jax.evaluate import Evaluator, training_rewards
+    from dqn_jax.run.evaluate import Evaluator, training_rewards
 
     config = dataclasses.replace(tiny_cartpole, num_seeds=2, eval_episodes=3, reward_scale=0.5)
     params = {"params": {"bias": jnp.array([[2.0, 7.0], [-1.0, -3.0]])}}  # [S=2, actions]
@@ -64,8 +64,8 @@ def test_evaluation_measures_q_at_the_first_state_against_the_discounted_reward_
 def test_a_loaded_policy_acts_past_65536_calls_with_fresh_exploration(tiny_cartpole, tmp_path):
     import dataclasses
 
-    from dqn_jax.evaluate import load_policy
-    from dqn_jax.train import train
+    from dqn_jax.run.evaluate import load_policy
+    from dqn_jax.run.train import train
 
     train(dataclasses.replace(tiny_cartpole, total_steps=800, eval_every=800, final_eval_episodes=0), run_dir=tmp_path)
     policy, again = load_policy(tmp_path, epsilon=1.0, seed=0), load_policy(tmp_path, epsilon=1.0, seed=0)
@@ -79,8 +79,8 @@ def test_a_loaded_policy_acts_past_65536_calls_with_fresh_exploration(tiny_cartp
 
 
 def test_evaluations_of_a_run_and_of_the_evaluate_command_play_different_games():
-    from dqn_jax import envs
-    from dqn_jax.evaluate import COMMAND_STREAM, FINAL_SCORING_STREAM, TRAINING_STREAM
+    from dqn_jax.loop import envs
+    from dqn_jax.run.evaluate import COMMAND_STREAM, FINAL_SCORING_STREAM, TRAINING_STREAM
 
     streams = (TRAINING_STREAM, FINAL_SCORING_STREAM, COMMAND_STREAM)
     seeds = [set(envs.env_seeds(3, 30, stream=s)) for s in streams]
@@ -93,7 +93,7 @@ def test_evaluation_explores_with_eval_epsilon(tiny_cartpole):
 
     import jax.numpy as jnp
 
-    from dqn_jax.evaluate import Evaluator
+    from dqn_jax.run.evaluate import Evaluator
 
     params = {"params": {"bias": jnp.array([[1.0, 0.0]])}}  # [S=1, actions]: action 0 is greedy
     lengths = {}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fuzz import combinations
 from helpers import TINY_FLAGS
 
-from dqn_jax import preflight
-from dqn_jax.cli import parse_command
 from dqn_jax.config import ConfigError
-from dqn_jax.train import train
+from dqn_jax.run import preflight
+from dqn_jax.run.cli import parse_command
+from dqn_jax.run.train import train
 
 
 def test_accepted_edge_values_train(tmp_path):

@@ -10,13 +10,13 @@ import optax
 import pytest
 from helpers import ConstantQ, acting_only, plants
 
-from dqn_jax import checkpoint, presets
-from dqn_jax.doctor import examine, report
-from dqn_jax.doctor import main as doctor_main
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.metrics import read_metrics
-from dqn_jax.networks import QNetwork, make_network
-from dqn_jax.train import train
+from dqn_jax.agent.networks import QNetwork, make_network
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.run import checkpoint, presets
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.run.train import train
+from dqn_jax.tools.doctor import examine, report
+from dqn_jax.tools.doctor import main as doctor_main
 
 
 def evaluated_at_chunk_ends(config):

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from dqn_jax.doctor import main as doctor_main
-from dqn_jax.metrics import read_metrics
-from dqn_jax.repro import compare_runs, main, repro_runs
-from dqn_jax.train import train
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.run.train import train
+from dqn_jax.tools.doctor import main as doctor_main
+from dqn_jax.tools.repro import compare_runs, main, repro_runs
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import json
 import pytest
 from helpers import TINY_FLAGS
 
-from dqn_jax import sweep
 from dqn_jax.config import ConfigError
-from dqn_jax.report import main as report_main
+from dqn_jax.tools import sweep
+from dqn_jax.tools.report import main as report_main
 
 FLAGS = [f for f in TINY_FLAGS if not f.startswith("--game=")]  # the tiny CartPole run's settings
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from helpers import params_after, run_loop, tiny_cartpole_config
 
-from dqn_jax import envs, presets
-from dqn_jax.evaluate import load_policy
-from dqn_jax.evaluate import main as evaluate_main
-from dqn_jax.loop import FusedLoopUnavailable, agent_keys, build_loop
-from dqn_jax.metrics import read_metrics
-from dqn_jax.train import train
+from dqn_jax.loop import envs
+from dqn_jax.loop.loop import FusedLoopUnavailable, agent_keys, build_loop
+from dqn_jax.run import presets
+from dqn_jax.run.evaluate import load_policy
+from dqn_jax.run.evaluate import main as evaluate_main
+from dqn_jax.run.metrics import read_metrics
+from dqn_jax.run.train import train
 
 
 def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpole, tmp_path, capsys):

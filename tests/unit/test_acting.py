@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dqn_jax.acting import epsilon_greedy, epsilon_schedule
+from dqn_jax.agent.acting import epsilon_greedy, epsilon_schedule
 from dqn_jax.config import Config
 
 

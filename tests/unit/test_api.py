@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from dqn_jax import presets, sweep
-from dqn_jax import train as train_module
-from dqn_jax.cli import parse_command, parse_config
 from dqn_jax.config import Config, ConfigError
+from dqn_jax.run import presets
+from dqn_jax.run import train as train_module
+from dqn_jax.run.cli import parse_command, parse_config
+from dqn_jax.tools import sweep
 
 
 @pytest.mark.parametrize("name", ["Pong", "pong", "Pong-v5", "CartPole", "cartpole"])
@@ -86,7 +87,7 @@ def test_help_names_the_config_overlays_and_resume(capsys):
 
 
 def test_repro_help_describes_repro_and_compare(capsys):
-    from dqn_jax import repro
+    from dqn_jax.tools import repro
 
     assert repro.main(["--help"]) == 0
     text = capsys.readouterr().out
@@ -95,7 +96,7 @@ def test_repro_help_describes_repro_and_compare(capsys):
 
 
 def test_evaluate_score_refuses_what_the_command_refuses(tmp_path):
-    from dqn_jax.evaluate import score
+    from dqn_jax.run.evaluate import score
 
     with pytest.raises(ConfigError, match="params = 'worst': choose best"):
         score(tmp_path, "worst", 3, None, None, False)
@@ -110,8 +111,8 @@ def test_the_public_api_names_its_parts_and_importing_it_loads_no_jax():
     import sys
 
     import dqn_jax
-    from dqn_jax.learner import make_learner
-    from dqn_jax.train import train as train_function
+    from dqn_jax.agent.learner import make_learner
+    from dqn_jax.run.train import train as train_function
 
     assert set(dqn_jax.__all__) == {"AgentState", "Config", "ConfigError", "compare", "epsilon_greedy", "load_policy",
                                     "make_learner", "make_network", "make_prioritized", "make_replay", "preset",

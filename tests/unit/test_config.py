@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from dqn_jax import presets
-from dqn_jax.cli import parse_command, parse_config
 from dqn_jax.config import Config, ConfigError, validate
+from dqn_jax.run import presets
+from dqn_jax.run.cli import parse_command, parse_config
 
 
 def test_preset_then_command_line_overrides():

@@ -39,7 +39,7 @@ def test_a_gpu_run_without_the_flag_is_warned_about():
 
 
 def test_the_train_command_asks_for_the_flag_first(monkeypatch, capsys):
-    from dqn_jax.train import main
+    from dqn_jax.run.train import main
 
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.delenv(determinism.OPT_OUT, raising=False)

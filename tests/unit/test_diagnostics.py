@@ -7,10 +7,11 @@ from typing import Callable
 
 import pytest
 
-from dqn_jax import diagnostics, presets
-from dqn_jax import health as H
-from dqn_jax.diagnostics import History, diagnose
-from dqn_jax.findings import TAIL
+from dqn_jax.agent import health_fields as H
+from dqn_jax.health import diagnostics
+from dqn_jax.health.diagnostics import History, diagnose
+from dqn_jax.health.findings import TAIL
+from dqn_jax.run import presets
 
 CARTPOLE = presets.preset("CartPole")  # gamma 0.995: |Q| <= 200 for rewards of 1
 PONG = presets.preset("Pong")
@@ -221,7 +222,7 @@ def test_diagnose_reports_the_cause_not_its_consequences():
 def test_the_doctor_does_not_call_a_run_that_never_updated_healthy(tmp_path):
     import json
 
-    from dqn_jax.doctor import report
+    from dqn_jax.tools.doctor import report
 
     config = dataclasses.replace(presets.preset("CartPole"), learning_starts=5_000)
     (tmp_path / "config.toml").write_text(presets.to_toml(config))

@@ -7,8 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dqn_jax import envs, games, presets
+from dqn_jax import games
 from dqn_jax.config import ConfigError
+from dqn_jax.loop import envs
+from dqn_jax.run import presets
 
 
 def test_env_seeds_are_hashed_not_consecutive():

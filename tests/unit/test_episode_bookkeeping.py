@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dqn_jax.iteration import episode_bookkeeping, initial_carry
+from dqn_jax.loop.iteration import episode_bookkeeping, initial_carry
 
 
 def _step(carry, reward, lives, terminated=False, hard=False):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqn_jax.fingerprint import as_hex, tree_hash
+from dqn_jax.agent.fingerprint import as_hex, tree_hash
 
 
 def test_tree_hash_sees_every_bit_and_position():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fuzz import combinations
 
-from dqn_jax import preflight
-from dqn_jax.cli import parse_command
 from dqn_jax.config import ConfigError
+from dqn_jax.run import preflight
+from dqn_jax.run.cli import parse_command
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -11,9 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from dqn_jax.learner import td_error, td_loss
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.replay import fill_with_random_steps
+from dqn_jax.agent.learner import td_error, td_loss
+from dqn_jax.agent.replay import fill_with_random_steps
+from dqn_jax.loop.loop import agent_keys, build_loop
 
 Q_TM1 = jnp.array([1.0, 2.0])
 Q_T_TARGET = jnp.array([3.0, 1.0])
@@ -135,7 +135,7 @@ def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
 def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
     import dataclasses
 
-    from dqn_jax.learner import make_optimizer
+    from dqn_jax.agent.learner import make_optimizer
 
     config = dataclasses.replace(tiny_cartpole, learning_rate=1e-3, learning_rate_end=1e-5, learning_starts=400,
                                  train_every=4, learning_rate_decay_start=1_400, learning_rate_decay_steps=1_000)
@@ -151,7 +151,7 @@ def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
 def test_one_agent_unbatched_matches_the_vmapped_update(tiny_cartpole):
     """`over_agents` runs a single agent unbatched (the Nature CNN's path): the same update as
     `jax.vmap` up to float rounding, and several agents still go through `jax.vmap` bit for bit."""
-    from dqn_jax.iteration import over_agents
+    from dqn_jax.loop.iteration import over_agents
 
     loop = build_loop(tiny_cartpole)
     agents = loop.init(agent_keys(tiny_cartpole)).agents
@@ -187,7 +187,7 @@ def test_polyak_target_update_mixes_online_into_target(tiny_cartpole):
 def test_max_grad_norm_clips_the_gradient_before_adam(tiny_cartpole):
     import dataclasses
 
-    from dqn_jax.learner import make_optimizer
+    from dqn_jax.agent.learner import make_optimizer
 
     grads = {"w": jnp.full((4, 4), 25.0)}  # global norm 100
     clipped_optimizer, _ = make_optimizer(dataclasses.replace(tiny_cartpole, max_grad_norm=1e-3, adam_eps=1e-4))
@@ -229,7 +229,7 @@ def test_redo_stays_a_branch_when_the_agents_are_mapped(tiny_cartpole):
 
 
 def test_learn_metrics_reduce_as_declared_and_an_undeclared_one_fails():
-    from dqn_jax.learner import LEARN_METRIC_REDUCTIONS, _check_declared, reduce_learn_metrics
+    from dqn_jax.agent.learner import LEARN_METRIC_REDUCTIONS, _check_declared, reduce_learn_metrics
 
     stacked = {"loss": jnp.array([1.0, 3.0]), "batch_hash": jnp.array([7, 9], jnp.uint32),
                "recycled": jnp.array([2, 5], jnp.int32)}

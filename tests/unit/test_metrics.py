@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dqn_jax.metrics import METRICS_FILE, RunWriter, read_metrics, write_json_atomic
+from dqn_jax.run.metrics import METRICS_FILE, RunWriter, read_metrics, write_json_atomic
 
 
 def test_rows_are_flushed_as_written_and_numpy_values_become_plain_json(tmp_path):

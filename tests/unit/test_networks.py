@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dqn_jax import presets
-from dqn_jax.networks import AtariCNNTorso, PatchConv, make_network
+from dqn_jax.agent.networks import AtariCNNTorso, PatchConv, make_network
+from dqn_jax.run import presets
 
 
 @pytest.mark.parametrize("features, kernel, stride, size, space_to_depth",

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from dqn_jax import preflight, presets
 from dqn_jax.config import ConfigError
+from dqn_jax.run import preflight, presets
 
 
 def test_plan_counts_the_replay_and_four_copies_of_the_params():

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dqn_jax import sum_tree
-from dqn_jax.iteration import initial_carry
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.prioritized import importance_exponent, make_prioritized
-from dqn_jax.replay import make_replay
+from dqn_jax.agent import sum_tree
+from dqn_jax.agent.prioritized import importance_exponent, make_prioritized
+from dqn_jax.agent.replay import make_replay
+from dqn_jax.loop.iteration import initial_carry
+from dqn_jax.loop.loop import agent_keys, build_loop
 
 CAPACITY = 1_000  # not a power of two: 24 padding leaves
 

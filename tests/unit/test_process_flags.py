@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from dqn_jax import sweep
 from dqn_jax.config import ConfigError
-from dqn_jax.distributed import ProcessGroup, localhost_group_flags, rendezvous, split_flags
+from dqn_jax.loop.distributed import ProcessGroup, localhost_group_flags, rendezvous, split_flags
+from dqn_jax.tools import sweep
 
 
 def test_sweep_shares_from_the_flag_or_slurm():

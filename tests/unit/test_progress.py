@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import warnings
 
-from dqn_jax.cli import one_line_warnings
-from dqn_jax.loop import FusedLoopUnavailable
-from dqn_jax.progress import Remaining
+from dqn_jax.loop.loop import FusedLoopUnavailable
+from dqn_jax.run.cli import one_line_warnings
+from dqn_jax.run.progress import Remaining
 
 
 def test_time_left_counts_only_the_learning_rate():
@@ -26,5 +26,6 @@ def test_command_line_warnings_are_one_line_without_a_source_location(monkeypatc
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     one_line_warnings()
     message = FusedLoopUnavailable("training with --loop=host instead")
-    shown = warnings.formatwarning(message, FusedLoopUnavailable, "/site-packages/dqn_jax/loop.py", 120, "warn(...)")
+    shown = warnings.formatwarning(message, FusedLoopUnavailable, "/site-packages/dqn_jax/loop/loop.py", 120,
+                                   "warn(...)")
     assert shown == "warning: training with --loop=host instead\n"

@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from dqn_jax import health as H
-from dqn_jax import redo
-from dqn_jax.networks import CNN_LAYERS, AtariCNNTorso, MLPTorso, QNetwork
+from dqn_jax.agent import health_stats as H
+from dqn_jax.agent import redo
+from dqn_jax.agent.networks import CNN_LAYERS, AtariCNNTorso, MLPTorso, QNetwork
 
 
 def _setup(torso, obs):

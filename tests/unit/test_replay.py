@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dqn_jax.replay import frame_of, make_replay
+from dqn_jax.agent.replay import frame_of, make_replay
 
 
 class FakePool:

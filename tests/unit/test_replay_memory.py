@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dqn_jax.replay import bytes_per_transition, make_replay
+from dqn_jax.agent.replay import bytes_per_transition, make_replay
 
 
 def test_atari_replay_costs_about_7kb_per_transition():

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from dqn_jax import presets, scores
-from dqn_jax.report import ReportError, build, compare, main
+from dqn_jax.run import presets
+from dqn_jax.tools import scores
+from dqn_jax.tools.report import ReportError, build, compare, main
 
 
 def fake_run(path, game: str, finals: list[float], first_seed: int = 0, **settings) -> None:

@@ -7,10 +7,8 @@ import math
 
 import numpy as np
 
-from dqn_jax import health as H
-from dqn_jax.bookkeeping import Bookkeeping
-from dqn_jax.evaluate import EvalResult
-from dqn_jax.records import (
+from dqn_jax.agent import health_fields as H
+from dqn_jax.loop.records import (
     ExperienceRecord,
     FingerprintRecord,
     HealthRecord,
@@ -19,7 +17,9 @@ from dqn_jax.records import (
     chunk_rows,
     eval_rows,
 )
-from dqn_jax.schedule import ChunkSchedule
+from dqn_jax.loop.schedule import ChunkSchedule
+from dqn_jax.run.bookkeeping import Bookkeeping
+from dqn_jax.run.evaluate import EvalResult
 
 
 def chunk_ends(schedule: ChunkSchedule, start: int = 0) -> list[int]:

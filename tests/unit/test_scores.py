@@ -7,7 +7,8 @@ import importlib
 import numpy as np
 import pytest
 
-from dqn_jax import games, scores
+from dqn_jax import games
+from dqn_jax.tools import scores
 
 # 2 runs x 3 games. Per-game means 0.2, 1.5, 1.0.
 SMALL = np.array([[0.1, 2.0, 0.5],

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dqn_jax import presets
-from dqn_jax import trainer as trainer_module
-from dqn_jax.trainer import Trainer, small_machine_figure
+from dqn_jax.run import presets
+from dqn_jax.run import trainer as trainer_module
+from dqn_jax.run.trainer import Trainer, small_machine_figure
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 """Presets and overlays: TOML files of settings layered on the `Config` defaults, and the command line.
 
 The defaults of `Config` are the Nature-Atari settings. An overlay is a TOML file that states only
-what differs from the config it is layered on. Overlays ship inside the package
-(`dqn_jax/overlays/`): a game's preset is the defaults plus the overlays `GAME_OVERLAYS` names
+what differs from the config it is layered on. The shipped overlays are the checkout's `configs/`
+(the wheel carries them as `dqn_jax/configs`): a game's preset is the defaults plus the overlays `GAME_OVERLAYS` names
 for it; users add their own with `--config=NAME_OR_FILE`. TOML values are turned into
 command-line arguments and parsed by tyro, the same typed path as the command line itself, so a
 value is accepted or refused the same way wherever it is written.
@@ -25,7 +25,17 @@ from dqn_jax import games
 from dqn_jax.config import FIELD_NAMES, Config, validate
 from dqn_jax.errors import ConfigError
 
-OVERLAYS_DIR = Path(__file__).resolve().parent / "overlays"
+
+def _overlays_dir() -> Path:
+    """Returns the folder of the shipped overlays: `dqn_jax/configs` in an installed wheel (mapped
+    there from the checkout's `configs/` by `pyproject.toml`), else the checkout's own `configs/`
+    (an editable install or a source tree, a git worktree of it included, reads its own files)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+OVERLAYS_DIR = _overlays_dir()
 # The overlays that make a game's preset, in order; any other Atari game uses the defaults alone.
 GAME_OVERLAYS: dict[str, tuple[str, ...]] = {
     "CartPole": ("cartpole",),
@@ -40,7 +50,7 @@ MEASURED_FILE = OVERLAYS_DIR / "measured.json"  # what shipped overlays were mea
 def measured(overlay: str) -> dict | None:
     """Returns the measured run that messages quote for a shipped overlay, or None: `{game, seed,
     eval_return, env_steps, minutes, reached_target, target_return, cpu, cores, result}` from
-    `overlays/measured.json`, whose figures are those of `result` (a file of benchmarks/results/;
+    `configs/measured.json`, whose figures are those of `result` (a file of benchmarks/results/;
     a test checks that they agree), so that no message carries a figure of its own."""
     import json
 
@@ -55,7 +65,7 @@ def shipped_overlays() -> tuple[str, ...]:
 def overlay_path(name_or_path: str | Path) -> Path:
     """Returns the file for `--config`: an existing path, else the shipped overlay of that name.
 
-    `configs/machado.toml` (where overlays lived before they shipped in the package) and `machado`
+    `configs/machado.toml` (the overlay's path in a checkout, run from elsewhere) and `machado`
     both name the shipped `machado` overlay when no such file exists here.
 
     Raises:

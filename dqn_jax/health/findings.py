@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Callable, Sequence
 
-from dqn_jax import health as H
+from dqn_jax.agent import health_fields as H
 from dqn_jax.config import Config
 
 SEVERITIES = ("info", "warning", "error")

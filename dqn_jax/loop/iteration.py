@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dqn_jax import envs
-from dqn_jax.acting import epsilon_greedy, epsilon_schedule
+from dqn_jax.agent.acting import epsilon_greedy, epsilon_schedule
+from dqn_jax.agent.fingerprint import tree_hash
+from dqn_jax.agent.learner import AgentState, Learner, redo_is_due, reduce_learn_metrics
+from dqn_jax.agent.prioritized import Prioritized
+from dqn_jax.agent.replay import Replay, frame_of
 from dqn_jax.config import CNN_TORSOS, Config
-from dqn_jax.fingerprint import tree_hash
-from dqn_jax.learner import AgentState, Learner, redo_is_due, reduce_learn_metrics
-from dqn_jax.prioritized import Prioritized
-from dqn_jax.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
-from dqn_jax.replay import Replay, frame_of
+from dqn_jax.loop import envs
+from dqn_jax.loop.records import ExperienceRecord, FingerprintRecord, HealthRecord, LearnRecord, StepRecord
 
 
 @struct.dataclass

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dqn_jax import redo
+from dqn_jax.agent import redo
+from dqn_jax.agent.fingerprint import tree_hash
+from dqn_jax.agent.health_fields import PER_EFFECTIVE_FRACTION, PER_WEIGHT_MAX
+from dqn_jax.agent.health_stats import update_health
+from dqn_jax.agent.prioritized import Prioritized, PriorityState, importance_exponent, make_prioritized
+from dqn_jax.agent.replay import Replay, ReplayState
 from dqn_jax.config import Config
-from dqn_jax.fingerprint import tree_hash
-from dqn_jax.health import PER_EFFECTIVE_FRACTION, PER_WEIGHT_MAX, update_health
-from dqn_jax.prioritized import Prioritized, PriorityState, importance_exponent, make_prioritized
-from dqn_jax.replay import Replay, ReplayState
 
 REDO_KEY_STREAM = 0x7ED0  # folds ReDo's initialisation key off each update's sampling key
 
@@ -208,7 +209,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
         (uint32 [], the sampled indices' hash), `recycled` (int32 [], neurons ReDo recycled in this
         update) and, when `with_health` (a static flag), `health` (a dict of float32 [], see
-        `health.update_health`; with prioritized replay also `per_effective_fraction` and
+        `health_stats.update_health`; with prioritized replay also `per_effective_fraction` and
         `per_weight_max`, see `prioritized.Prioritized.stats`).
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
@@ -245,7 +246,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         if with_health:
             metrics["health"] = update_health(
                 q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
-                updates=updates, params=state.params, new_params=params, opt_state=opt_state,
+                updates=updates, new_params=params, opt_state=opt_state,
                 intermediates=intermediates, q_values_after=network.apply(params, batch.obs_tm1))
             if prioritized:
                 fraction, weight_max = prioritized.stats(state.priorities, probabilities, beta)

@@ -49,7 +49,7 @@ def transition_bytes(config: Config) -> int:
 
 def count_params(config: Config) -> int:
     """Returns one agent's parameter count, from shapes alone (nothing is allocated or compiled)."""
-    from dqn_jax.networks import make_network
+    from dqn_jax.agent.networks import make_network
 
     if config.is_atari:
         num_actions, obs = MAX_ATARI_ACTIONS, jax.ShapeDtypeStruct((1, config.frame_stack, *ATARI_FRAME), jnp.uint8)
@@ -63,7 +63,7 @@ def count_params(config: Config) -> int:
 def priority_bytes(config: Config) -> int:
     """Returns one agent's prioritized-replay sum tree in bytes (0 without prioritized replay):
     2P float32 nodes, P the power of two at or above the ring's slots."""
-    from dqn_jax import sum_tree
+    from dqn_jax.agent import sum_tree
 
     return 2 * sum_tree.leaf_count(config.replay_steps * config.num_envs) * 4 if config.prioritized_replay else 0
 

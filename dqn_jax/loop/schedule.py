@@ -14,8 +14,8 @@ import math
 import time
 from typing import Iterator, NamedTuple
 
-from dqn_jax import distributed
 from dqn_jax.config import Config
+from dqn_jax.loop import distributed
 
 
 @dataclasses.dataclass(frozen=True)

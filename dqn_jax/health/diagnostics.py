@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Collection, Sequence
 
-from dqn_jax.findings import SEVERITIES, Finding, History
-from dqn_jax.rules import (
+from dqn_jax.health.findings import SEVERITIES, Finding, History
+from dqn_jax.health.rules import (
     CHURN_ALARM,
     DORMANT_ALARM,
     DORMANT_RISE,

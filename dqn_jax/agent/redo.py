@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dqn_jax.health import flat_names, neuron_scores
+from dqn_jax.agent.health_stats import flat_names, neuron_scores
 
 HEADS = ("q_head", "value_head", "advantage_head")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from dqn_jax import health as H
-from dqn_jax.findings import Finding, History, fold_max, number, streak
-from dqn_jax.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE, Q_OVERESTIMATION
+from dqn_jax.agent import health_fields as H
+from dqn_jax.health.findings import Finding, History, fold_max, number, streak
+from dqn_jax.loop.records import EPSILON, EVAL_RETURN_MEAN, LEARNING_RATE, Q_OVERESTIMATION
 
 
 def non_finite(h: History) -> Finding | None:

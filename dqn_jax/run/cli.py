@@ -14,9 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from dqn_jax import games, presets
+from dqn_jax import games
 from dqn_jax.config import Config, ConfigError, validate
-from dqn_jax.metrics import CONFIG_FILE
+from dqn_jax.run import presets
+from dqn_jax.run.metrics import CONFIG_FILE
 
 DEFAULT_GAME = games.CARTPOLE  # `python -m dqn_jax.train` alone trains the fast sanity problem
 PROG = "python -m dqn_jax.train"

@@ -19,8 +19,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from dqn_jax import distributed
-from dqn_jax.metrics import write_json_atomic
+from dqn_jax.loop import distributed
+from dqn_jax.run.metrics import write_json_atomic
 
 MANIFEST = "dqn_jax_manifest.json"  # size and CRC-32 of every file, written after orbax commits
 CHECKPOINTS_DIR = "checkpoints"

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from flax import struct
 
-from dqn_jax import health
-from dqn_jax.fingerprint import as_hex
+from dqn_jax.agent import health_fields as fields
+from dqn_jax.agent.fingerprint import as_hex
 
 # Fields of `train` and `eval` rows that code reads back (the rules, the doctor, the trainer).
 LEARNING_RATE, EPSILON = "learning_rate", "epsilon"
@@ -61,7 +61,7 @@ class ExperienceRecord:
 
 @struct.dataclass
 class HealthRecord:
-    """Health statistics of the round's last update (see `health.update_health`)."""
+    """Health statistics of the round's last update (see `health_stats.update_health`)."""
 
     measured: jax.Array  # [] bool, this round measured them
     stats: dict  # name -> [S] float32 (0 where not measured)
@@ -141,24 +141,34 @@ def _episode_health(experience: ExperienceRecord, s: int) -> dict:
     """Returns the env-side fields of agent `s`'s health row: rewards, lives and episode endings."""
     real_steps = int(experience.real_steps[:, s].sum())
     row = {
-        health.ENV_REWARD_NONZERO: float(experience.reward_nonzero_steps[:, s].sum() / max(real_steps, 1)),
-        health.LIFE_LOSSES: int(experience.life_losses[:, s].sum()),
-        health.LIFE_LOSS_TERMINALS: int(experience.life_loss_terminals[:, s].sum()),
+        fields.ENV_REWARD_NONZERO: float(experience.reward_nonzero_steps[:, s].sum() / max(real_steps, 1)),
+        fields.LIFE_LOSSES: int(experience.life_losses[:, s].sum()),
+        fields.LIFE_LOSS_TERMINALS: int(experience.life_loss_terminals[:, s].sum()),
     }
     done = experience.episode_done[:, s]
     truncated = experience.episode_truncated[:, s] & done
-    row[health.EPISODES] = int(done.sum())
+    row[fields.EPISODES] = int(done.sum())
     if done.any():
         lengths, returns = experience.episode_length[:, s], experience.episode_return[:, s]
         finished = done & ~truncated
         row.update({
-            health.EPISODE_LENGTH_MEAN: float(lengths[done].mean()),
-            health.EPISODE_LENGTH_MAX: int(lengths[done].max()),
-            health.TRUNCATED_FRACTION: float(truncated.sum() / done.sum()),
-            health.TRUNCATED_RETURN_MEAN: float(returns[truncated].mean()) if truncated.any() else None,
-            health.FINISHED_RETURN_MEAN: float(returns[finished].mean()) if finished.any() else None,
+            fields.EPISODE_LENGTH_MEAN: float(lengths[done].mean()),
+            fields.EPISODE_LENGTH_MAX: int(lengths[done].max()),
+            fields.TRUNCATED_FRACTION: float(truncated.sum() / done.sum()),
+            fields.TRUNCATED_RETURN_MEAN: float(returns[truncated].mean()) if truncated.any() else None,
+            fields.FINISHED_RETURN_MEAN: float(returns[finished].mean()) if finished.any() else None,
         })
     return row
+
+
+def aggregate(name: str, values: np.ndarray) -> float:
+    """Summarises one statistic over a chunk's measurements: max for maxima and flags, min for
+    minima, mean otherwise."""
+    if name.endswith("_max") or name in (fields.NONFINITE, fields.OPTIMIZER_STEPS):
+        return float(np.max(values))
+    if name.endswith("_min"):
+        return float(np.min(values))
+    return float(np.mean(values))
 
 
 def health_rows(records: StepRecord, seeds: list[int], env_steps: int) -> list[dict]:
@@ -167,9 +177,9 @@ def health_rows(records: StepRecord, seeds: list[int], env_steps: int) -> list[d
     rows = []
     for s, seed in enumerate(seeds):
         row = {"kind": "health", "env_steps": env_steps, "seed": seed,
-               health.UPDATES: int(records.learn.updates[-1, s])}
+               fields.UPDATES: int(records.learn.updates[-1, s])}
         if measured.any():
-            row.update({name: health.aggregate(name, values[measured, s])
+            row.update({name: aggregate(name, values[measured, s])
                         for name, values in records.health.stats.items()})
         row.update(_episode_health(records.experience, s))
         rows.append(row)

@@ -14,16 +14,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dqn_jax import checkpoint, distributed, envs, presets
-from dqn_jax.bookkeeping import Bookkeeping, finite_or_none
 from dqn_jax.config import Config
-from dqn_jax.diagnostics import Finding, History, across_seeds, diagnose
-from dqn_jax.evaluate import FINAL_SCORING_STREAM, Evaluator, load_params, write_video
-from dqn_jax.loop import agent_keys, build_loop
-from dqn_jax.metrics import CONFIG_FILE, SUMMARY_FILE, NoWriter, RunWriter, read_metrics, write_json_atomic
-from dqn_jax.progress import Progress, Remaining, StopRequests
-from dqn_jax.records import chunk_rows, eval_rows
-from dqn_jax.schedule import Chunk, ChunkSchedule, run_chunks
+from dqn_jax.health.diagnostics import Finding, History, across_seeds, diagnose
+from dqn_jax.loop import distributed, envs
+from dqn_jax.loop.loop import agent_keys, build_loop
+from dqn_jax.loop.records import chunk_rows, eval_rows
+from dqn_jax.loop.schedule import Chunk, ChunkSchedule, run_chunks
+from dqn_jax.run import checkpoint, presets
+from dqn_jax.run.bookkeeping import Bookkeeping, finite_or_none
+from dqn_jax.run.evaluate import FINAL_SCORING_STREAM, Evaluator, load_params, write_video
+from dqn_jax.run.metrics import CONFIG_FILE, SUMMARY_FILE, NoWriter, RunWriter, read_metrics, write_json_atomic
+from dqn_jax.run.progress import Progress, Remaining, StopRequests
 
 RULE_ROW_KINDS = ("train", "eval", "health")  # the rows the health rules read
 

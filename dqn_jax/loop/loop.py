@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from dqn_jax import envs
+from dqn_jax.agent.learner import AgentState, Learner, make_learner
+from dqn_jax.agent.networks import make_network
+from dqn_jax.agent.replay import Replay, end_in_flight, make_replay
 from dqn_jax.config import Config, ConfigError
-from dqn_jax.iteration import EnvCarry, initial_carry, make_iteration, ordered, over_agents, unordered
-from dqn_jax.learner import AgentState, Learner, make_learner
-from dqn_jax.networks import make_network
-from dqn_jax.placement import Placement, local_mesh_positions, seed_mesh, sharded_chunk
-from dqn_jax.records import StepRecord
-from dqn_jax.replay import Replay, end_in_flight, make_replay
+from dqn_jax.loop import envs
+from dqn_jax.loop.iteration import EnvCarry, initial_carry, make_iteration, ordered, over_agents, unordered
+from dqn_jax.loop.placement import Placement, local_mesh_positions, seed_mesh, sharded_chunk
+from dqn_jax.loop.records import StepRecord
 
 __all__ = ["FusedLoopUnavailable", "Loop", "LoopState", "agent_keys", "build_loop", "make_replay_for",
            "over_agents"]

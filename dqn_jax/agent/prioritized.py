@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from dqn_jax import sum_tree
-from dqn_jax.replay import Replay, ReplayState, SampleIndex, Transition
+from dqn_jax.agent import sum_tree
+from dqn_jax.agent.replay import Replay, ReplayState, SampleIndex, Transition
 
 
 @struct.dataclass
