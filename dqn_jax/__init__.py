@@ -26,7 +26,7 @@ _PUBLIC = {  # name: the module that defines it
     "make_network": "dqn_jax.agent.networks", "make_replay": "dqn_jax.agent.replay",
     "make_prioritized": "dqn_jax.agent.prioritized", "make_learner": "dqn_jax.agent.learner",
     "AgentState": "dqn_jax.agent.learner", "epsilon_greedy": "dqn_jax.agent.acting",
-    "compare": "dqn_jax.tools.report",
+    "compare": "dqn_jax.tools.compare",
 }
 __all__ = sorted([*_PUBLIC, "train"])
 

@@ -10,7 +10,8 @@ import pytest
 
 from dqn_jax.run import presets
 from dqn_jax.tools import scores
-from dqn_jax.tools.report import ReportError, build, compare, main
+from dqn_jax.tools.compare import compare
+from dqn_jax.tools.report import ReportError, build, main
 
 
 def fake_run(path, game: str, finals: list[float], first_seed: int = 0, **settings) -> None:
