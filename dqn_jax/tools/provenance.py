@@ -24,8 +24,33 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_features(cpuinfo: str | None = None) -> dict:
+    """Returns what tells two CPUs of one model name apart (Linux; `{}` elsewhere): `{"family",
+    "model", "avx2", "avx512f"}` from `/proc/cpuinfo` (or the text `cpuinfo`). Cloud machines name
+    themselves only "AMD EPYC", and the ones without AVX-512 run the Nature CNN slower
+    (docs/results.md, "Pong on 2 CPU cores")."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if not key:
+            break  # the first processor's block is enough
+        fields.setdefault(key, value.strip())
+    if "flags" not in fields:
+        return {}
+    flags = set(fields["flags"].split())
+    family, model = fields.get("cpu family", ""), fields.get("model", "")
+    return {"family": int(family) if family.isdigit() else None, "model": int(model) if model.isdigit() else None,
+            "avx2": "avx2" in flags, "avx512f": "avx512f" in flags}
+
+
 def machine() -> dict:
-    """Returns the machine: CPU model, core count, memory, accelerator (if JAX sees one)."""
+    """Returns the machine: CPU model and features, core count, memory, accelerator (if JAX sees one)."""
     import jax
 
     devices = jax.devices()
@@ -37,6 +62,7 @@ def machine() -> dict:
         pass
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "memory_gb": memory_gb,
         "platform": platform.platform(),
