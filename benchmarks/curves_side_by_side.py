@@ -19,6 +19,15 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def machine_words(machine: dict) -> str:
+    """Returns the CPU as a curve's label names it: "AMD EPYC", with ", AVX-512" or ", no AVX-512"
+    where the record has `cpu_features` (results from before 2026-12-02 do not)."""
+    features = machine.get("cpu_features") or {}
+    if "avx512f" not in features:
+        return machine["cpu"]
+    return f"{machine['cpu']}, {'' if features['avx512f'] else 'no '}AVX-512"
+
+
 def load_curve(name: str) -> dict:
     """Returns the result `benchmarks/results/<name>.json` (a `learning_curve.py` record)."""
     path = RESULTS / f"{name}.json"
@@ -49,7 +58,7 @@ def main(argv=None) -> int:
     for name, label in zip(args.curves, labels, strict=True):
         record = load_curve(name)
         curve = record["eval_curve"]
-        shown = f"{label} ({record['machine']['cpu']})"
+        shown = f"{label} ({machine_words(record['machine'])})"
         axes[0].plot([c["env_steps"] for c in curve], [c["eval_return_mean"] for c in curve], marker="o", ms=3,
                      label=shown)
         axes[1].plot([c["wall_seconds"] / 60 for c in curve], [c["eval_return_mean"] for c in curve], marker="o",
