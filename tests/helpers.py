@@ -69,6 +69,13 @@ def run_cli(module: str, *args: str, timeout: float = 240) -> subprocess.Complet
                           timeout=timeout, env=env, cwd=REPO)
 
 
+def optimized_environ() -> dict:
+    """Returns the environment with XLA's optimization level as training has it: for a subprocess
+    whose run is long enough to pay its compilation back (the suite compiles at level 0, conftest)."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
+    return dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=str(REPO))
+
+
 def load_benchmark(name: str):
     """Returns the module `benchmarks/<name>.py` (the benchmarks are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
