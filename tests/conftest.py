@@ -7,7 +7,7 @@ Compilation is most of a tiny run's cost (the tiny CartPole run: about three qua
 time, most of it the fused chunk's), and most of a compilation is LLVM optimizing the machine
 code, which a run of a few thousand env steps never pays back. So the tests compile with XLA's
 backend optimization level 0: the same HLO, the same XLA passes over it, unoptimized machine
-code (docs/DESIGN.md, "Tests"). `DQN_JAX_TEST_XLA_OPTIMIZE=1`, or a level in one's own
+code (docs/DESIGN.md, "Tests compile unoptimized"). `DQN_JAX_TEST_XLA_OPTIMIZE=1`, or a level in one's own
 `XLA_FLAGS`, compiles as training does. Programs that repeat across tests, workers and
 subprocesses (inits, acting, the learner's) also come from JAX's persistent compilation cache,
 in a directory made for the session and removed after it; the fused chunk never does, as
