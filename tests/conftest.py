@@ -3,7 +3,7 @@
 Tests under `integration/` are marked `slow`: `python -m pytest -m "not slow"` runs the unit
 tests alone (pure, no Atari pool, seconds each); `python -m pytest` runs everything, as CI does.
 
-Compilation is most of a tiny run's cost (the tiny CartPole run: about three quarters of its
+Compilation is most of a tiny run's cost (the tiny CartPole run: about four fifths of its
 time, most of it the fused chunk's), and most of a compilation is LLVM optimizing the machine
 code, which a run of a few thousand env steps never pays back. So the tests compile with XLA's
 backend optimization level 0: the same HLO, the same XLA passes over it, unoptimized machine
