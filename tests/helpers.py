@@ -62,18 +62,17 @@ def params_after(config: Config, chunks: int = 3):
     return jax.device_get(run_loop(config, chunks)[1].agents.params)
 
 
-def run_cli(module: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Runs `python -m <module> args...` from the repository root; returns the finished process."""
+def run_cli(module: str, *args: str, timeout: float = 240, optimized: bool = False) -> subprocess.CompletedProcess:
+    """Runs `python -m <module> args...` from the repository root; returns the finished process.
+
+    `optimized` compiles at XLA's optimization level as training does, not at the suite's level 0
+    (conftest): for a run long enough to pay its compilation back."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    if optimized:
+        flags = env.get("XLA_FLAGS", "").split()
+        env["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_backend_optimization_level"))
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
-
-
-def optimized_environ() -> dict:
-    """Returns the environment with XLA's optimization level as training has it: for a subprocess
-    whose run is long enough to pay its compilation back (the suite compiles at level 0, conftest)."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
-    return dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=str(REPO))
 
 
 def load_benchmark(name: str):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from helpers import optimized_environ, params_after, run_loop, tiny_cartpole_config
+from helpers import params_after, run_cli, run_loop, tiny_cartpole_config
 
 from dqn_jax.loop import envs
 from dqn_jax.loop.loop import FusedLoopUnavailable, agent_keys, build_loop
@@ -258,12 +258,8 @@ def test_the_cartpole_preset_learns_the_game(tmp_path):
     preset ends below 475 (docs/results.md), so three of four must solve it."""
     # 80,000 env steps of 4 agents: run apart from the suite's unoptimized compilation (conftest),
     # which would double its time, with the preset's flags on the command line.
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "dqn_jax.train", "--game=CartPole", "--num-seeds=4", "--no-progress",
-                           "--final-eval-episodes=10", f"--run-dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=900, env=optimized_environ(), cwd=tmp_path)
+    done = run_cli("dqn_jax.train", "--game=CartPole", "--num-seeds=4", "--no-progress", "--final-eval-episodes=10",
+                   f"--run-dir={tmp_path}", timeout=900, optimized=True)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     solved = [s["seed"] for s in summary["seeds"] if s["final_eval_return"] >= 475 and s["best_params_return"] >= 475]
