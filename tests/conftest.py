@@ -22,12 +22,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-OPT_FLAG = "--xla_backend_optimization_level=0"
+from xla_flags import OPT_LEVEL, UNOPTIMIZED, with_xla_flags
+
 OPTIMIZE = os.environ.get("DQN_JAX_TEST_XLA_OPTIMIZE", "0") == "1"
-if not OPTIMIZE and "optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+if not OPTIMIZE and OPT_LEVEL not in os.environ.get("XLA_FLAGS", ""):
     # Before jax is imported: XLA reads its flags when the backend starts; workers and the
     # subprocesses the tests start inherit them.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPT_FLAG}".strip()
+    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=[UNOPTIMIZED])["XLA_FLAGS"]
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

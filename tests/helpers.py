@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import jax
+from xla_flags import OPT_LEVEL, with_xla_flags
 
 from dqn_jax.config import Config, validate
 from dqn_jax.loop.loop import agent_keys, build_loop
@@ -67,10 +68,8 @@ def run_cli(module: str, *args: str, timeout: float = 240, optimized: bool = Fal
 
     `optimized` compiles at XLA's optimization level as training does, not at the suite's level 0
     (conftest): for a run long enough to pay its compilation back."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    if optimized:
-        flags = env.get("XLA_FLAGS", "").split()
-        env["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_backend_optimization_level"))
+    env = with_xla_flags(os.environ, drop=[OPT_LEVEL] if optimized else [])
+    env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
 

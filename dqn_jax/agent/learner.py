@@ -166,6 +166,30 @@ def target_after(params: chex.ArrayTree, target_params: chex.ArrayTree, num_upda
                         params, target_params)
 
 
+def draw_batch(replay: Replay, prioritized: Prioritized | None, state: AgentState, key: jax.Array,
+               beta: jax.Array | None) -> tuple:
+    """Returns `(batch, index [B], weights [B], probabilities [B])` drawn from the agent's replay:
+    by priority with importance weights of exponent `beta` when `prioritized`, else uniformly
+    (weights and probabilities None)."""
+    if prioritized is None:
+        batch, index = replay.sample(state.replay, key)
+        return batch, index, None, None
+    return prioritized.sample(state.replay, state.priorities, key, beta)
+
+
+def recycle_when_due(due: jax.Array, params: chex.ArrayTree, opt_state: optax.OptState,
+                     optimizer: optax.GradientTransformation, network: nn.Module, sample_key: jax.Array,
+                     obs: jax.Array, intermediates: dict, tau: float) -> tuple:
+    """Returns `(params, opt_state, recycled int32 [])`: where `due` (bool []) holds, ReDo's
+    recycle of the neurons `intermediates` show τ-dormant, else the inputs unchanged and 0."""
+    # Its own key stream (folded off the sampling key), so the run's other draws stay as without ReDo.
+    fresh_key = jax.random.fold_in(sample_key, REDO_KEY_STREAM)
+    return jax.lax.cond(
+        due,
+        lambda: redo.recycle(params, opt_state, optimizer, network.init(fresh_key, obs), intermediates, tau),
+        lambda: (params, opt_state, jnp.zeros((), jnp.int32)))
+
+
 def make_learner(config: Config, network: nn.Module, replay: Replay,
                  optimizer: optax.GradientTransformation | None = None) -> Learner:
     """Returns the learner for one agent; pass `optimizer` to replace the config's Adam."""
@@ -173,11 +197,10 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     optimizer = optimizer or default_optimizer
     loss_fn = make_loss(network, double=config.double_dqn, kind=config.loss)
     redo_every, redo_tau = config.redo_every, config.redo_tau
-    prioritized = None
-    if config.prioritized_replay:
-        prioritized = make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
-        beta_of = importance_exponent(config.importance_exponent_start, config.importance_exponent_end,
-                                      config.learning_starts, config.total_steps)
+    prioritized = (make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
+                   if config.prioritized_replay else None)
+    beta_of = importance_exponent(config.importance_exponent_start, config.importance_exponent_end,
+                                  config.learning_starts, config.total_steps)
 
     def init(key: jax.Array, example_obs: jax.Array) -> AgentState:
         """Returns a fresh agent; `example_obs` is one batch of observations [E, ...]."""
@@ -213,12 +236,8 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         `per_weight_max`, see `prioritized.Prioritized.stats`).
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
-        weights = None
-        if prioritized:
-            beta = beta_of(state.env_steps)
-            batch, index, weights, probabilities = prioritized.sample(state.replay, state.priorities, sample_key, beta)
-        else:
-            batch, index = replay.sample(state.replay, sample_key)
+        beta = beta_of(state.env_steps) if prioritized else None
+        batch, index, weights, probabilities = draw_batch(replay, prioritized, state, sample_key, beta)
         (loss, (errors, q_tm1, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -226,13 +245,9 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
         num_updates = state.updates + 1
         recycled = jnp.zeros((), jnp.int32)
         if redo_every:
-            # Its own key stream (folded off the sampling key), so the run's other draws stay as without ReDo.
-            redo_key = jax.random.fold_in(sample_key, REDO_KEY_STREAM)
-            params, opt_state, recycled = jax.lax.cond(
-                redo_is_due(state.updates, redo_every) if redo_due is None else redo_due,
-                lambda: redo.recycle(params, opt_state, optimizer, network.init(redo_key, batch.obs_tm1),
-                                     intermediates, redo_tau),
-                lambda: (params, opt_state, recycled))
+            params, opt_state, recycled = recycle_when_due(
+                redo_is_due(state.updates, redo_every) if redo_due is None else redo_due, params, opt_state,
+                optimizer, network, sample_key, batch.obs_tm1, intermediates, redo_tau)
         target_params = target_after(params, state.target_params, num_updates,
                                      every=config.target_update_every, tau=config.target_update_tau)
         metrics = {  # each with its reduction over a round of updates in LEARN_METRIC_REDUCTIONS

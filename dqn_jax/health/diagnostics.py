@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Collection, Sequence
 
-from dqn_jax.health.findings import SEVERITIES, Finding, History
-from dqn_jax.health.rules import (
+from dqn_jax.health.dynamics import (
     CHURN_ALARM,
     DORMANT_ALARM,
     DORMANT_RISE,
@@ -19,6 +18,13 @@ from dqn_jax.health.rules import (
     PER_COLLAPSE,
     SRANK_COLLAPSE,
     STREAK,
+    plasticity_loss,
+    policy_churn,
+    q_overestimation,
+    replay_collapse,
+)
+from dqn_jax.health.findings import SEVERITIES, Finding, History
+from dqn_jax.health.rules import (
     dead_layer,
     dead_q_head,
     episode_length_exploit,
@@ -28,11 +34,7 @@ from dqn_jax.health.rules import (
     no_learning_progress,
     non_finite,
     optimizer_reset,
-    plasticity_loss,
-    policy_churn,
     q_divergence,
-    q_overestimation,
-    replay_collapse,
     reward_signal_empty,
     vanishing_gradients,
 )

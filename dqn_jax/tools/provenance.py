@@ -13,15 +13,27 @@ from pathlib import Path
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "envpool", "numpy")
 
 
-def cpu_model() -> str:
+def first_processor(cpuinfo: str | None = None) -> dict[str, str]:
+    """Returns the first processor's block of `/proc/cpuinfo` (or of the text `cpuinfo`) as
+    `{field: value}`; `{}` where there is none (not Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if not key:
+            break  # the blocks of the other processors repeat it
+        fields.setdefault(key, value.strip())
+    return fields
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
     """Returns the CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return first_processor(cpuinfo).get("model name") or platform.processor() or "unknown"
 
 
 def cpu_features(cpuinfo: str | None = None) -> dict:
@@ -29,18 +41,7 @@ def cpu_features(cpuinfo: str | None = None) -> dict:
     "model", "avx2", "avx512f"}` from `/proc/cpuinfo` (or the text `cpuinfo`). Cloud machines name
     themselves only "AMD EPYC", and the ones without AVX-512 run the Nature CNN slower
     (docs/results.md, "Pong on 2 CPU cores")."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    fields = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if not key:
-            break  # the first processor's block is enough
-        fields.setdefault(key, value.strip())
+    fields = first_processor(cpuinfo)
     if "flags" not in fields:
         return {}
     flags = set(fields["flags"].split())

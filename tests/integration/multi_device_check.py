@@ -10,8 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from xla_flags import with_xla_flags  # noqa: E402
+
+# Kept beside the inherited flags: the suite's optimization level (conftest) holds here too.
+os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=["--xla_force_host_platform_device_count=4"])["XLA_FLAGS"]
 
 import dataclasses  # noqa: E402
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, TINY_FLAGS, run_cli, run_loop
+from helpers import REPO, TINY_FLAGS, run_cli, run_loop, tiny_cartpole_config
 
 from dqn_jax.loop.loop import agent_keys
 from dqn_jax.run import checkpoint
@@ -76,11 +78,19 @@ def test_sigterm_leaves_a_checkpoint_and_resume_continues_from_its_step(tmp_path
     assert checkpoint.latest_step(run_dir) == stopped_at + 800
 
 
-@pytest.fixture
-def finished_run(tiny_cartpole, tmp_path):
-    run_dir = tmp_path / "run"
-    train(dataclasses.replace(tiny_cartpole, total_steps=800, eval_every=800), run_dir=run_dir)
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """An 800-env-step tiny CartPole run with its checkpoint, trained once per module (per worker)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(dataclasses.replace(tiny_cartpole_config(), total_steps=800, eval_every=800), run_dir=run_dir)
     return run_dir
+
+
+@pytest.fixture
+def finished_run(trained_run, tmp_path):
+    """A copy of `trained_run` of the test's own, to damage or resume: a resume takes the
+    directory it is given, not the one its config.toml names."""
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
 def test_a_truncated_checkpoint_is_one_clear_line_without_traceback(finished_run):

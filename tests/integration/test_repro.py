@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 
@@ -30,8 +31,9 @@ def test_repro_reports_identical_runs_and_where_other_seeds_part(fingerprinted):
 
 
 def test_compare_run_directories_tolerates_a_torn_last_line(fingerprinted, tmp_path):
+    # Two trainings agreeing is repro_runs' test above; here "b" is "a" copied, then torn.
     train(fingerprinted, run_dir=tmp_path / "a")
-    train(fingerprinted, run_dir=tmp_path / "b")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
     train(dataclasses.replace(fingerprinted, seed=5), run_dir=tmp_path / "c")
     rows = read_metrics(tmp_path / "a", "fingerprint")
     assert [r["updates"] for r in rows] == list(range(20, 20 * (len(rows) + 1), 20)) and len(rows) >= 10

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dqn_jax.tools.provenance import cpu_features
+import platform
+
+from dqn_jax.tools.provenance import cpu_features, cpu_model
 
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -25,3 +27,8 @@ def test_cpu_features_tell_apart_two_cpus_that_share_a_model_name():
 
 def test_cpu_features_are_empty_where_the_text_has_no_flags():
     assert cpu_features("") == {} and cpu_features("processor\t: 0\nmodel name\t: Apple M2\n") == {}
+
+
+def test_cpu_model_is_the_first_processors_name_else_the_platforms():
+    assert cpu_model(ZEN3) == "AMD EPYC"
+    assert cpu_model("processor\t: 0\nflags\t: fpu\n") == (platform.processor() or "unknown")

@@ -1,0 +1,18 @@
+"""XLA's flags for the test session and the subprocesses its tests start (no jax import here:
+XLA reads `XLA_FLAGS` once, when a process starts its first backend, so they are set before)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+OPT_LEVEL = "--xla_backend_optimization_level"
+UNOPTIMIZED = f"{OPT_LEVEL}=0"  # the suite's level (conftest): the machine code unoptimized
+
+
+def with_xla_flags(environ: Mapping[str, str], add: Iterable[str] = (), drop: Iterable[str] = ()) -> dict[str, str]:
+    """Returns a copy of `environ` whose `XLA_FLAGS` keeps the flags it had, less those that start
+    with any of `drop`, followed by `add`: a subprocess that needs a flag of its own (forced CPU
+    devices) still compiles at the session's level."""
+    drop = tuple(drop)
+    kept = [f for f in environ.get("XLA_FLAGS", "").split() if not (drop and f.startswith(drop))]
+    return {**environ, "XLA_FLAGS": " ".join([*kept, *add])}
