@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 
 OPT_LEVEL = "--xla_backend_optimization_level"
 UNOPTIMIZED = f"{OPT_LEVEL}=0"  # the suite's level (conftest): the machine code unoptimized
+DEVICE_COUNT = "--xla_force_host_platform_device_count"  # forced CPU devices, set by the tests that need them
 
 
 def with_xla_flags(environ: Mapping[str, str], add: Iterable[str] = (), drop: Iterable[str] = ()) -> dict[str, str]:

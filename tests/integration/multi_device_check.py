@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xla_flags import with_xla_flags  # noqa: E402
+from xla_flags import DEVICE_COUNT, with_xla_flags  # noqa: E402
 
 # Kept beside the inherited flags: the suite's optimization level (conftest) holds here too.
-os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=["--xla_force_host_platform_device_count=4"])["XLA_FLAGS"]
+os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=[f"{DEVICE_COUNT}=4"], drop=[DEVICE_COUNT])["XLA_FLAGS"]
 
 import dataclasses  # noqa: E402
 
