@@ -177,15 +177,18 @@ def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
 
 def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
     config, network, _ = plants.plant("dead_layer", game="Breakout").build(0)
-    config = dataclasses.replace(config, total_steps=2_400, eval_every=2_400)  # one chunk of learning is enough
+    # One chunk of learning, at a quarter of the plant's update rate: at the suite's unoptimized
+    # compilation the Nature CNN's updates are this test's cost, and 50 give 5 health rows.
+    config = dataclasses.replace(config, total_steps=2_400, eval_every=2_400, train_every=16)
     train(config, run_dir=tmp_path, network=network)
     found = findings_of(tmp_path)
     assert set(found) == {"dead_layer"} and "torso/conv_1" in found["dead_layer"].evidence
 
 
 def test_a_short_pong_run_through_the_nips_torso_reports_each_of_its_layers(tmp_path):
-    config = dataclasses.replace(plants.small_atari("Pong", total_steps=2_400), torso="nips_cnn", health_every=20,
-                                 redo_every=100)
+    # 100 updates (one per 8 env steps, from env step 1,600): a ReDo recycle and 10 health rows.
+    config = dataclasses.replace(plants.small_atari("Pong", total_steps=2_400), torso="nips_cnn", train_every=8,
+                                 health_every=10, redo_every=100)
     summary = train(config, run_dir=tmp_path)
     learned = [r for r in read_metrics(tmp_path, "health") if r.get("loss") is not None]
     assert learned and summary["env_steps"] == 2_400 and np.isfinite(learned[-1]["loss"])

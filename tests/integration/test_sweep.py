@@ -47,7 +47,9 @@ def test_game_sets_and_bad_sweeps(tmp_path, capsys):
     assert err[0].startswith("error: --run-dir is set by the sweep") and err[1].startswith("error: --games=',' names")
 
 
-ATARI_FLAGS = ["--total-steps=400", "--num-envs=4", "--train-every=4", "--chunk-steps=200", "--learning-starts=200",
+# Few updates (one per 16 env steps): at the suite's unoptimized compilation a Nature-CNN update
+# costs tens of milliseconds, and what this test checks is the sweep, not the learning.
+ATARI_FLAGS = ["--total-steps=400", "--num-envs=4", "--train-every=16", "--chunk-steps=200", "--learning-starts=200",
                "--batch-size=32", "--replay-capacity=1000", "--eval-every=400", "--eval-episodes=1",
                "--final-eval-episodes=0", "--max-episode-steps=100", "--eval-max-episode-steps=200",
                "--health-every=1000", "--no-progress"]
