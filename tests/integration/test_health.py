@@ -178,7 +178,8 @@ def test_a_planted_failure_is_named_by_its_rule(tmp_path, rule):
 def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
     config, network, _ = plants.plant("dead_layer", game="Breakout").build(0)
     # One chunk of learning, at a quarter of the plant's update rate: at the suite's unoptimized
-    # compilation the Nature CNN's updates are this test's cost, and 50 give 5 health rows.
+    # compilation the Nature CNN's updates are this test's cost, and the rule reads one health row
+    # per chunk, whether 50 updates made it or 200.
     config = dataclasses.replace(config, total_steps=2_400, eval_every=2_400, train_every=16)
     train(config, run_dir=tmp_path, network=network)
     found = findings_of(tmp_path)
@@ -186,7 +187,7 @@ def test_a_conv_layer_collapsed_on_breakout_is_a_dead_layer(tmp_path):
 
 
 def test_a_short_pong_run_through_the_nips_torso_reports_each_of_its_layers(tmp_path):
-    # 100 updates (one per 8 env steps, from env step 1,600): a ReDo recycle and 10 health rows.
+    # 100 updates (one per 8 env steps, from env step 1,600), the last of them a ReDo recycle.
     config = dataclasses.replace(plants.small_atari("Pong", total_steps=2_400), torso="nips_cnn", train_every=8,
                                  health_every=10, redo_every=100)
     summary = train(config, run_dir=tmp_path)
