@@ -73,11 +73,15 @@ class Evaluator:
         self.base_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), key_stream))(seeds)
 
         def act(params, obs, keys):
+            # The keys' split inside the program: done eagerly it cost ~2 ms of dispatch per step,
+            # ten times the CartPole network's acting.
+            keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
+
             def act_one(agent_params, agent_obs, key):
                 q_values = network.apply(agent_params, agent_obs)
                 return epsilon_greedy(key, q_values, config.eval_epsilon), jnp.max(q_values, axis=-1)
 
-            return jax.vmap(act_one)(params, obs, keys)
+            return (*jax.vmap(act_one)(params, obs, step_keys[:, 0]), keys[:, 0])
 
         self._act = jax.jit(act)
 
@@ -108,9 +112,7 @@ class Evaluator:
         while running.any():
             if frames is not None and running[recorded]:
                 frames.append(obs[recorded, -1])
-            keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
-            keys, step_keys = keys[:, 0], step_keys[:, 0]
-            actions, q_max = self._act(params, jnp.asarray(obs).reshape(S, N, *obs.shape[1:]), step_keys)
+            actions, q_max, keys = self._act(params, jnp.asarray(obs).reshape(S, N, *obs.shape[1:]), keys)
             if q_start is None:
                 q_start = np.asarray(q_max, np.float64).reshape(-1)
             obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions).reshape(-1))
