@@ -73,8 +73,8 @@ class Evaluator:
         self.base_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), key_stream))(seeds)
 
         def act(params, obs, keys):
-            # The keys' split inside the program: done eagerly it cost ~2 ms of dispatch per step,
-            # ten times the CartPole network's acting.
+            # The keys are split inside the program: split eagerly, op by op, their dispatch cost
+            # more than a small network's acting (docs/results.md, "Evaluation's cost per step").
             keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
 
             def act_one(agent_params, agent_obs, key):
