@@ -75,13 +75,13 @@ class Evaluator:
         def act(params, obs, keys):
             # The keys are split inside the program: split eagerly, op by op, their dispatch cost
             # more than a small network's acting (docs/results.md, "Evaluation's cost per step").
-            keys, step_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
+            pairs = jax.vmap(jax.random.split)(keys)  # [S, 2, ...]: the next keys, this step's
 
             def act_one(agent_params, agent_obs, key):
                 q_values = network.apply(agent_params, agent_obs)
                 return epsilon_greedy(key, q_values, config.eval_epsilon), jnp.max(q_values, axis=-1)
 
-            return (*jax.vmap(act_one)(params, obs, step_keys[:, 0]), keys[:, 0])
+            return (*jax.vmap(act_one)(params, obs, pairs[:, 1]), pairs[:, 0])
 
         self._act = jax.jit(act)
 
