@@ -90,6 +90,10 @@ class Config:
     """TD loss: Huber (Nature's error clipping, delta 1) or mean squared error."""
     double_dqn: bool = False
     """Double DQN target: the online network picks the next action, the target network scores it."""
+    bootstrap_epsilon: float = 0.0
+    """The bootstrap values the ε-greedy policy at this ε: (1 - ε) Q(s', a*) + ε mean_a Q(s', a),
+    Expected SARSA's target (van Seijen et al. 2009), so the greedy policy is the best one under an
+    evaluation's random actions (0 = the greedy policy's Q(s', a*), as DQN; a probability)."""
     batch_size: int = 32
     """Transitions per update (count)."""
     learning_rate: float = 1e-4
@@ -251,7 +255,7 @@ _POSITIVE = (
 ).split()
 _NON_NEGATIVE = ("final_eval_episodes learning_starts epsilon_decay_steps learning_rate_decay_start "
                  "learning_rate_decay_steps env_threads checkpoint_every redo_every").split()
-_PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability")
+_PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability", "bootstrap_epsilon")
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = INT32_MAX  # agents' seeds are seed ... seed + num_seeds - 1, each a 32-bit PRNG seed

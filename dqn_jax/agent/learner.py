@@ -49,11 +49,16 @@ def td_error(
     discount_t: jax.Array,
     q_t_target: jax.Array,
     q_t_selector: jax.Array,
+    bootstrap_epsilon: float = 0.0,
 ) -> jax.Array:
-    """Returns the TD error of one transition: r_t + discount_t * q_t_target[a*] - q_tm1[a_tm1].
+    """Returns the TD error of one transition: r_t + discount_t * v_t - q_tm1[a_tm1].
 
-    a* = argmax q_t_selector. Pass the target network's values as `q_t_selector` for the DQN
-    target (Mnih et al. 2015), the online network's for Double DQN (van Hasselt et al. 2016).
+    v_t = q_t_target[a*], a* = argmax q_t_selector. Pass the target network's values as
+    `q_t_selector` for the DQN target (Mnih et al. 2015), the online network's for Double DQN
+    (van Hasselt et al. 2016). With `bootstrap_epsilon` ε > 0 (a static float), v_t is the value
+    of the ε-greedy policy instead of the greedy one, (1 - ε) q_t_target[a*] + ε mean(q_t_target):
+    Expected SARSA's target (van Seijen et al. 2009), whose greedy policy is the best one to follow
+    when a fraction ε of its actions will be random, as in an evaluation at ε.
 
     Args:
       q_tm1: Q values at the earlier observation [A].
@@ -62,10 +67,13 @@ def td_error(
       discount_t: the bootstrap's discount (gamma ** steps), or 0 when the return ended at a terminal [].
       q_t_target: the target network's Q values at the next observation [A].
       q_t_selector: the Q values whose argmax picks the bootstrap action [A].
+      bootstrap_epsilon: the ε of the policy the bootstrap values (0: greedy, Q-learning).
     """
     chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_selector], [1, 0, 0, 0, 1, 1])
-    best_next = jnp.argmax(q_t_selector)
-    target = jax.lax.stop_gradient(r_t + discount_t * q_t_target[best_next])
+    next_value = q_t_target[jnp.argmax(q_t_selector)]
+    if bootstrap_epsilon:  # a Python branch: at 0 the program is the DQN target's, bit for bit
+        next_value = (1.0 - bootstrap_epsilon) * next_value + bootstrap_epsilon * jnp.mean(q_t_target)
+    target = jax.lax.stop_gradient(r_t + discount_t * next_value)
     return target - q_tm1[a_tm1]
 
 
@@ -139,17 +147,18 @@ def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.
     return adam, schedule
 
 
-def make_loss(network: nn.Module, *, double: bool, kind: str) -> Callable:
+def make_loss(network: nn.Module, *, double: bool, kind: str, bootstrap_epsilon: float = 0.0) -> Callable:
     """Returns `loss(params, target_params, batch, weights) -> (loss [], (td_errors [B], q_tm1
     [B, A], intermediates))`: the mean TD loss of a batch, weighted by `weights` [B] when not None
-    (prioritized replay's importance weights); Double DQN's bootstrap action when `double`."""
+    (prioritized replay's importance weights); Double DQN's bootstrap action when `double`; the
+    bootstrap valued under an ε-greedy policy when `bootstrap_epsilon` > 0 (`td_error`)."""
 
     def loss(params, target_params, batch, weights):
         q_tm1, activations = network.apply(params, batch.obs_tm1, mutable=["intermediates"])
         q_t_target = network.apply(target_params, batch.obs_t)
         q_t_selector = jax.lax.stop_gradient(network.apply(params, batch.obs_t)) if double else q_t_target
-        errors = jax.vmap(td_error)(q_tm1, batch.action_tm1, batch.reward_t,
-                                    batch.discount_t, q_t_target, q_t_selector)
+        errors = jax.vmap(lambda *t: td_error(*t, bootstrap_epsilon=bootstrap_epsilon))(
+            q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, q_t_target, q_t_selector)
         losses = jax.vmap(lambda e: td_loss(e, kind))(errors)
         mean = jnp.mean(losses if weights is None else weights * losses)
         return mean, (errors, q_tm1, activations.get("intermediates", {}))
@@ -195,7 +204,8 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     """Returns the learner for one agent; pass `optimizer` to replace the config's Adam."""
     default_optimizer, schedule = make_optimizer(config)
     optimizer = optimizer or default_optimizer
-    loss_fn = make_loss(network, double=config.double_dqn, kind=config.loss)
+    loss_fn = make_loss(network, double=config.double_dqn, kind=config.loss,
+                        bootstrap_epsilon=config.bootstrap_epsilon)
     redo_every, redo_tau = config.redo_every, config.redo_tau
     prioritized = (make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
                    if config.prioritized_replay else None)

@@ -72,6 +72,7 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--game=Pongg"], "did you mean Pong"),
     (["--game=breakuot"], "did you mean Breakout"),
     (["--epsilon-end=1.5"], "epsilon_end = 1.5 is invalid"),
+    (["--bootstrap-epsilon=-0.05"], "bootstrap_epsilon = -0.05 is invalid: must be a probability in [0, 1]"),
     (["--train-every=3"], "train_every = 3 is invalid"),
     (["--batch-size=big"], "command line: Error parsing --batch-size"),
     (["--loss=hub"], "invalid choice 'hub' for argument '--loss'"),

@@ -40,6 +40,19 @@ class TDErrorTest(chex.TestCase):
             np.testing.assert_allclose(error, -0.5, rtol=1e-6)  # 0.5 - q_tm1[0]
 
     @chex.all_variants(with_pmap=False)
+    def test_epsilon_greedy_bootstrap_values_the_policy_an_evaluation_at_epsilon_follows(self):
+        # DQN: v = 0.9 * 3 + 0.1 * mean(3, 1) = 2.9; 0.5 + 0.9 * 2.9 - 2 = 1.11.
+        # Double: the online net's action 1, v = 0.9 * 1 + 0.1 * 2 = 1.1; 0.5 + 0.9 * 1.1 - 2 = -0.51.
+        for selector, expected in ((Q_T_TARGET, 1.11), (Q_T_ONLINE, -0.51)):
+            error = self.variant(functools.partial(td_error, bootstrap_epsilon=0.1))(
+                Q_TM1, 1, 0.5, 0.9, Q_T_TARGET, selector)
+            np.testing.assert_allclose(error, expected, rtol=1e-6)
+        # epsilon 1 values the uniformly random policy: 0.5 + 0.9 * 2 - 2
+        error = self.variant(functools.partial(td_error, bootstrap_epsilon=1.0))(
+            Q_TM1, 1, 0.5, 0.9, Q_T_TARGET, Q_T_ONLINE)
+        np.testing.assert_allclose(error, 0.3, rtol=1e-6)
+
+    @chex.all_variants(with_pmap=False)
     def test_losses(self):
         huber = self.variant(lambda e: td_loss(e, "huber"))
         mse = self.variant(lambda e: td_loss(e, "mse"))
@@ -109,12 +122,12 @@ def test_updates_reduce_the_loss_on_a_fixed_replay(tiny_cartpole):
     assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:20])
 
 
-@pytest.mark.parametrize("double", [False, True])
-def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
+@pytest.mark.parametrize("double, epsilon", [(False, 0.0), (True, 0.0), (True, 0.05)])
+def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double, epsilon):
     """The batched loss inside the learner equals the per-example formula on its own batch."""
     import dataclasses
 
-    config = dataclasses.replace(tiny_cartpole, double_dqn=double)
+    config = dataclasses.replace(tiny_cartpole, double_dqn=double, bootstrap_epsilon=epsilon)
     loop, agent = _filled_agent(config)
     network, replay = loop.learner.network, loop.replay
     _, sample_key = jax.random.split(agent.rng_key)
@@ -125,7 +138,8 @@ def test_learner_loss_matches_hand_computed_batch(tiny_cartpole, double):
     expected = []
     for i in range(config.batch_size):
         choose = q_online[i] if double else q_target[i]
-        target = batch.reward_t[i] + batch.discount_t[i] * q_target[i][np.argmax(choose)]
+        value = (1 - epsilon) * q_target[i][np.argmax(choose)] + epsilon * q_target[i].mean()
+        target = batch.reward_t[i] + batch.discount_t[i] * value
         e = target - q_tm1[i][batch.action_tm1[i]]
         expected.append(0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5)
     _, metrics = jax.jit(loop.learner.update)(agent)
