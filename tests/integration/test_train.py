@@ -257,7 +257,7 @@ def test_the_cartpole_preset_learns_the_game(tmp_path):
     one): a seed's bits differ from one CPU model to the next, and about one seed in eight of the
     preset ends below 475 (docs/results.md), so three of four must solve it."""
     # 80,000 env steps of 4 agents: run apart from the suite's unoptimized compilation (conftest),
-    # which would double its time, with the preset's flags on the command line.
+    # which would double its time, at XLA's level 1 (`run_cli`), with the preset's flags on the command line.
     done = run_cli("dqn_jax.train", "--game=CartPole", "--num-seeds=4", "--no-progress", "--final-eval-episodes=10",
                    f"--run-dir={tmp_path}", timeout=900, optimized=True)
     assert done.returncode == 0, done.stderr[-2000:]
