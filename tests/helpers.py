@@ -68,8 +68,8 @@ def run_cli(module: str, *args: str, timeout: float = 240, optimized: bool = Fal
 
     `optimized` compiles at XLA's backend optimization level 1 instead of the suite's level 0
     (conftest): for a run long enough to pay its compilation back. (Level 1, not training's 3:
-    most of the machine code's speed for less of the compilation. A suite run optimized,
-    `DQN_JAX_TEST_XLA_OPTIMIZE=1`, or at a level of one's own keeps its level.)"""
+    most of the machine code's speed for less of the compilation. A suite compiled at any level
+    but 0, `DQN_JAX_TEST_XLA_OPTIMIZE=1` or a level in one's own `XLA_FLAGS`, keeps its level.)"""
     at_level_0 = UNOPTIMIZED in os.environ.get("XLA_FLAGS", "").split()
     env = dict(os.environ)
     if optimized and at_level_0:
