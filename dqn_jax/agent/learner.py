@@ -105,6 +105,11 @@ def reduce_learn_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {k: reducers[LEARN_METRIC_REDUCTIONS[k]](m) for k, m in metrics.items()}
 
 
+def zeros_shaped_like(shapes):
+    """Returns zeros with the shapes and dtypes of a tree of `jax.ShapeDtypeStruct`."""
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+
 def _check_declared(metrics: dict) -> None:
     """Raises KeyError, when `update` is traced, for a metric without a declared reduction."""
     missing = sorted(set(metrics) - set(LEARN_METRIC_REDUCTIONS) - {"health"})
@@ -227,7 +232,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             priorities=prioritized.init() if prioritized else None,
         )
 
-    def update(state: AgentState, with_health: bool = True, redo_due: jax.Array | None = None
+    def update(state: AgentState, with_health: bool | jax.Array = True, redo_due: jax.Array | None = None
                ) -> tuple[AgentState, dict]:
         """Returns the agent after one gradient step on a sampled batch, and its metrics.
 
@@ -241,9 +246,11 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
 
         Metrics: `loss`, `q_mean`, `td_abs_mean`, `learning_rate` (float32 []), `batch_hash`
         (uint32 [], the sampled indices' hash), `recycled` (int32 [], neurons ReDo recycled in this
-        update) and, when `with_health` (a static flag), `health` (a dict of float32 [], see
+        update) and, when `with_health` is True, `health` (a dict of float32 [], see
         `health_stats.update_health`; with prioritized replay also `per_effective_fraction` and
-        `per_weight_max`, see `prioritized.Prioritized.stats`).
+        `per_weight_max`, see `prioritized.Prioritized.stats`). `with_health` may also be a traced
+        bool []: `health` is then always there, measured where it holds and zeros where not, and
+        a program that measures some updates and not others holds one copy of the update.
         """
         rng_key, sample_key = jax.random.split(state.rng_key)
         beta = beta_of(state.env_steps) if prioritized else None
@@ -268,14 +275,23 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             "batch_hash": tree_hash(index),
             "recycled": recycled,
         }
-        if with_health:
-            metrics["health"] = update_health(
+
+        def measure_health() -> dict:
+            health = update_health(
                 q_values=q_tm1, td_errors=errors, loss=loss, rewards=batch.reward_t, grads=grads,
                 updates=updates, new_params=params, opt_state=opt_state,
                 intermediates=intermediates, q_values_after=network.apply(params, batch.obs_tm1))
             if prioritized:
                 fraction, weight_max = prioritized.stats(state.priorities, probabilities, beta)
-                metrics["health"].update({PER_EFFECTIVE_FRACTION: fraction, PER_WEIGHT_MAX: weight_max})
+                health.update({PER_EFFECTIVE_FRACTION: fraction, PER_WEIGHT_MAX: weight_max})
+            return health
+
+        if isinstance(with_health, bool):
+            if with_health:
+                metrics["health"] = measure_health()
+        else:  # decided in the program: one copy of the update, the statistics in a branch of their own
+            metrics["health"] = jax.lax.cond(with_health, measure_health,
+                                             lambda: zeros_shaped_like(jax.eval_shape(measure_health)))
         _check_declared(metrics)
         priorities = prioritized.update(state.priorities, index, errors) if prioritized else state.priorities
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,

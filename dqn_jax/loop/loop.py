@@ -209,10 +209,15 @@ class Loop:
                 self._fall_back_to_host("failed to compile", err)
                 return
 
+    def lower_fused_chunk(self, state: LoopState, num_iterations: int):
+        """Returns the fused chunk of `num_iterations` vector steps traced and lowered for `state`
+        (a `jax.stages.Lowered`: `.as_text()` its StableHLO, `.compile()` the executable)."""
+        return self._chunk.lower(state, num_iterations)
+
     def fused_chunk_memory(self, state: LoopState, num_iterations: int):
         """Returns XLA's memory analysis of the fused chunk compiled for `state` (its
         `temp_size_in_bytes` is what the chunk allocates beside its arguments)."""
-        return self._chunk.lower(state, num_iterations).compile().memory_analysis()
+        return self.lower_fused_chunk(state, num_iterations).compile().memory_analysis()
 
     def _fall_back_to_host(self, what: str, err: Exception) -> None:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -242,6 +242,35 @@ def test_redo_stays_a_branch_when_the_agents_are_mapped(tiny_cartpole):
     assert "cond" in _primitives(shared) and "cond" not in _primitives(per_agent)
 
 
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_health_decided_in_the_program_measures_what_the_static_flag_does(tiny_cartpole, prioritized):
+    """`with_health` as a traced bool: where it holds, the health statistics of `with_health=True`;
+    where not, zeros under the same names; the update itself the same in every case, and the
+    statistics a branch of their own (a cond two agents mapped with an unbatched flag keep)."""
+    import dataclasses
+
+    config = dataclasses.replace(tiny_cartpole, prioritized_replay=prioritized)
+    loop, agent = _filled_agent(config)
+    update = loop.learner.update
+    static_on, static_off = jax.jit(update)(agent), jax.jit(functools.partial(update, with_health=False))(agent)
+    traced = jax.jit(lambda a, measure: update(a, with_health=measure))
+    measured, skipped = traced(agent, jnp.asarray(True)), traced(agent, jnp.asarray(False))
+    for state, _ in (static_off, measured, skipped):
+        chex.assert_trees_all_equal(state, static_on[0])
+    assert "health" not in static_off[1]
+    chex.assert_trees_all_equal(measured[1], static_on[1])
+    assert skipped[1]["health"].keys() == static_on[1]["health"].keys()
+    assert all(float(v) == 0 for v in skipped[1]["health"].values())
+    assert any(float(v) != 0 for v in measured[1]["health"].values())
+    two = jax.tree.map(lambda x: jnp.stack([x, x]), agent)
+
+    def conds(*flag):  # the conds in two mapped agents' program: `with_health` traced, or False
+        program = jax.make_jaxpr(lambda a, *f: jax.vmap(functools.partial(update, with_health=f[0] if f else False))(a))
+        return str(program(two, *flag)).count(" cond[")
+
+    assert conds(jnp.asarray(True)) == conds() + 1  # not turned into a select that measures every update
+
+
 def test_learn_metrics_reduce_as_declared_and_an_undeclared_one_fails():
     from dqn_jax.agent.learner import LEARN_METRIC_REDUCTIONS, _check_declared, reduce_learn_metrics
 
