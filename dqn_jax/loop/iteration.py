@@ -256,7 +256,7 @@ def _make_learn_round(config: Config, learner: Learner, learner_over_agents):
 
         # The health statistics are a branch inside the last update (`learner.update` with a traced
         # `with_health`), not a second copy of the round: the program holds the update once per
-        # place it runs (the CartPole preset's chunk compiled in 0.75x the time; docs/DESIGN.md).
+        # place it runs (the CartPole preset's chunk: 6,788 StableHLO lines, not 10,221; docs/DESIGN.md).
         if rounds == 1:
             return update(learner_part, health_due)
         learner_part, metrics = jax.lax.scan(lambda part, _: update(part, False), learner_part, None,
