@@ -7,8 +7,9 @@ Compilation is most of a tiny run's cost (the tiny CartPole run: about four fift
 time, most of it the fused chunk's), and most of a compilation is LLVM optimizing the machine
 code, which a run of a few thousand env steps never pays back. So the tests compile with XLA's
 backend optimization level 0: the same HLO, the same XLA passes over it, unoptimized machine
-code (docs/DESIGN.md, "Tests compile unoptimized"). `DQN_JAX_TEST_XLA_OPTIMIZE=1`, or a level in one's own
-`XLA_FLAGS`, compiles as training does. Programs that repeat across tests, workers and
+code, and XLA's older emitter for elementwise fusions, which compiles in less than half the CPU
+(docs/DESIGN.md, "Tests compile unoptimized"). `DQN_JAX_TEST_XLA_OPTIMIZE=1`, or a level in one's
+own `XLA_FLAGS`, compiles as training does. Programs that repeat across tests, workers and
 subprocesses (inits, acting, the learner's) also come from JAX's persistent compilation cache,
 in a directory made for the session and removed after it; the fused chunk never does, as
 EnvPool names its pool's address in the program. `DQN_JAX_TEST_COMPILATION_CACHE=0` turns the
@@ -22,13 +23,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from xla_flags import OPT_LEVEL, UNOPTIMIZED, with_xla_flags
+from xla_flags import OPT_LEVEL, SUITE, with_xla_flags
 
 OPTIMIZE = os.environ.get("DQN_JAX_TEST_XLA_OPTIMIZE", "0") == "1"
 if not OPTIMIZE and OPT_LEVEL not in os.environ.get("XLA_FLAGS", ""):
     # Before jax is imported: XLA reads its flags when the backend starts; workers and the
     # subprocesses the tests start inherit them.
-    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=[UNOPTIMIZED])["XLA_FLAGS"]
+    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=SUITE)["XLA_FLAGS"]
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

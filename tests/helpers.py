@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import jax
-from xla_flags import OPT_LEVEL, RUN_OPTIMIZED, UNOPTIMIZED, with_xla_flags
+from xla_flags import FUSION_EMITTERS, OPT_LEVEL, RUN_OPTIMIZED, UNOPTIMIZED, with_xla_flags
 
 from dqn_jax.config import Config, validate
 from dqn_jax.loop.loop import agent_keys, build_loop
@@ -66,14 +66,15 @@ def params_after(config: Config, chunks: int = 3):
 def run_cli(module: str, *args: str, timeout: float = 240, optimized: bool = False) -> subprocess.CompletedProcess:
     """Runs `python -m <module> args...` from the repository root; returns the finished process.
 
-    `optimized` compiles at XLA's backend optimization level 1 instead of the suite's level 0
-    (conftest): for a run long enough to pay its compilation back. (Level 1, not training's 3:
+    `optimized` compiles at XLA's backend optimization level 1 with training's fusion emitters
+    instead of the suite's flags (conftest): for a run long enough to pay its compilation back,
+    and whose bits are then training's. (Level 1, not training's 3:
     most of the machine code's speed for less of the compilation. A suite compiled at any level
     but 0, `DQN_JAX_TEST_XLA_OPTIMIZE=1` or a level in one's own `XLA_FLAGS`, keeps its level.)"""
     at_level_0 = UNOPTIMIZED in os.environ.get("XLA_FLAGS", "").split()
     env = dict(os.environ)
     if optimized and at_level_0:
-        env = with_xla_flags(env, drop=[OPT_LEVEL], add=[RUN_OPTIMIZED])
+        env = with_xla_flags(env, drop=[OPT_LEVEL, FUSION_EMITTERS], add=[RUN_OPTIMIZED])
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
