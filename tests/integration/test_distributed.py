@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from helpers import TINY_FLAGS
-from xla_flags import DEVICE_COUNT, with_xla_flags
+from xla_flags import DEVICE_COUNT, FUSION_EMITTERS, with_xla_flags
 
 from dqn_jax.loop.distributed import localhost_group_flags
 from dqn_jax.run.metrics import read_metrics
@@ -20,8 +20,10 @@ FLAGS = [*TINY_FLAGS, "--num-seeds=8", "--eval-every=800", "--fingerprint-every=
 
 def train(run_dir: Path, *flags: str, processes: int = 1, devices_each: int = 4) -> list[subprocess.CompletedProcess]:
     """Runs `python -m dqn_jax.train` as `processes` processes of one group, each with
-    `devices_each` forced CPU devices; returns them once all have exited."""
-    env = with_xla_flags(os.environ, add=[f"{DEVICE_COUNT}={devices_each}"], drop=[DEVICE_COUNT])
+    `devices_each` forced CPU devices; returns them once all have exited. They compile with
+    training's fusion emitters (not the suite's older one): two processes' sharded program and one
+    process's are different programs, whose bits only training's emitter keeps identical."""
+    env = with_xla_flags(os.environ, add=[f"{DEVICE_COUNT}={devices_each}"], drop=[DEVICE_COUNT, FUSION_EMITTERS])
     group = localhost_group_flags(processes) if processes > 1 else [[]]
     command = [sys.executable, "-m", "dqn_jax.train", *flags]
     running = [subprocess.Popen([*command, *place], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from helpers import params_after, run_cli, run_loop, tiny_cartpole_config
+from helpers import compiled_as_training, params_after, run_cli, run_loop, tiny_cartpole_config
 
 from dqn_jax.loop import envs
 from dqn_jax.loop.loop import FusedLoopUnavailable, agent_keys, build_loop
@@ -107,6 +107,7 @@ def break_envpool_xla(monkeypatch, at: str) -> None:
     monkeypatch.setattr(envs, "make_train_pool", lambda *args, **kw: XlaBrokenPool(make(*args, **kw), at))
 
 
+@compiled_as_training
 def test_host_loop_matches_fused_loop_and_takes_over_when_envpool_xla_fails_to_compile(tiny_cartpole, monkeypatch):
     two_rounds = dataclasses.replace(tiny_cartpole, train_every=2)  # two updates per vector step, as the preset
     fused = params_after(two_rounds, chunks=2)
@@ -131,6 +132,7 @@ def test_overlapped_learning_runs_the_updates_before_the_write_in_both_loops(tin
     assert not any(np.allclose(f, d) for f, d in zip(jax.tree.leaves(fused), jax.tree.leaves(default), strict=True))
 
 
+@compiled_as_training
 def test_prioritized_replay_gives_the_same_agents_in_the_fused_and_the_host_loop(tiny_cartpole):
     """The updates write the priorities and the env steps write them too: both loops do it in the
     same order, with and without `overlap_learning`, and get the same bits."""
