@@ -2,7 +2,7 @@
 
     python benchmarks/update_cost.py [--game Pong] [--config cpu_atari] [--torsos nature_cnn nips_cnn]
                                      [--batch-sizes 32 64 128] [--updates 20] [--seconds 10]
-                                     [--prioritized] [--out FILE]
+                                     [--prioritized] [--set FIELD=VALUE ...] [--variant FIELD=VALUE ...] [--out FILE]
 
 Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
 timed in 5 rounds that take turns (`--seconds` per row in all; the median round is kept), so that
@@ -22,6 +22,10 @@ the machine's slow spells fall on every row alike. Rows, in ms per update of one
   the first convolution computed over 4×4 blocks (`PatchConv(space_to_depth=True)`: the same
   products in another order), timed in turns with `bare_update`; `space_to_depth_vs_bare` is
   their ratio.
+- `--set FIELD=VALUE` (repeatable) changes a setting of every row (`--set dueling=true`);
+- with `--variant FIELD=VALUE` (repeatable, a `Config` field: `bootstrap_epsilon=0.05`, `dueling=true`),
+  `update_FIELD=VALUE`: `update` with that one setting changed, on the same replay and params, timed
+  in turns with the others; `FIELD=VALUE_vs_update` is its ratio to `update`.
 `overhead` is update / bare_update - 1. Each row also gives `*_per_transition`, ms per sampled
 transition (ms per update / batch size): what a replay ratio costs, whatever the batch. One row per
 torso (`nature_cnn`, `nips_cnn`) and batch size, on the game's preset with `--config`'s overlay
@@ -34,6 +38,7 @@ import argparse
 import dataclasses
 import functools
 import time
+import tomllib
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +52,7 @@ from dqn_jax.agent import sum_tree
 from dqn_jax.agent.learner import td_error, td_loss
 from dqn_jax.agent.replay import fill_with_random_steps
 from dqn_jax.config import CNN_TORSOS, validate
+from dqn_jax.errors import ConfigError
 from dqn_jax.loop import envs
 from dqn_jax.loop.loop import agent_keys, build_loop
 from dqn_jax.run import presets
@@ -154,7 +160,26 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
             jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)))
 
 
-def measure(config, updates: int, seconds: float, prioritized: bool = False, convs: Sequence[str] = ()) -> dict:
+def parse_variant(text: str, config, flag: str = "--variant") -> tuple[str, object]:
+    """Returns `(field, value)` for `FIELD=VALUE`, the value parsed as TOML parses it (`0.05`,
+    `true`, `"mse"`) and checked by `validate` on `config`; exits with an `error:` line otherwise."""
+    field, _, value = text.partition("=")
+    if field not in {f.name for f in dataclasses.fields(config)} or not value:
+        raise SystemExit(f"error: {flag} {text!r} is not FIELD=VALUE for a Config field "
+                         f"(e.g. {flag} bootstrap_epsilon=0.05)")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare word: a string setting (loss=mse)
+    try:
+        validate(dataclasses.replace(config, **{field: parsed}))
+    except ConfigError as err:
+        raise SystemExit(f"error: {flag} {text}: {err}") from None
+    return field, parsed
+
+
+def measure(config, updates: int, seconds: float, prioritized: bool = False, convs: Sequence[str] = (),
+            variants: Sequence[tuple[str, object]] = ()) -> dict:
     """Returns the rows' ms per update for one config (one agent); with `convs` (AtariCNNTorso's
     `conv` choices, e.g. `space_to_depth`), also `bare_update_<conv>`: the bare update with the
     torso's convolutions computed that way, timed in turns with the others on the same params."""
@@ -188,12 +213,20 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
                               updates)
         steps["prioritized_update"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                                        per_agents.replace(replay=None), updates)
-    rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs)) * seconds)
+    for field, value in variants:  # the same agents: a variant may change the learner, not the state's shapes
+        variant_loop = build_loop(dataclasses.replace(config, **{field: value}))
+        scan = update_scan_fn(variant_loop.over_agents(functools.partial(variant_loop.learner.update,
+                                                                         with_health=False)), updates)
+        steps[f"update_{field}={value}"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
+                                            agents.replace(replay=None), updates)
+    rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs) + len(variants)) * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
     if prioritized:
         rows["prioritized_vs_uniform"] = round(rows["prioritized_update"] / rows["update"], 3)
     for conv in convs:
         rows[f"{conv}_vs_bare"] = round(rows[f"bare_update_{conv}"] / rows["bare_update"], 3)
+    for field, value in variants:
+        rows[f"{field}={value}_vs_update"] = round(rows[f"update_{field}={value}"] / rows["update"], 3)
     rows["overhead"] = round(rows["update"] / rows["bare_update"] - 1, 3)
     rows["overhead_with_health"] = round(rows["update_with_health"] / rows["bare_update"] - 1, 3)
     return rows
@@ -211,12 +244,17 @@ def main(argv=None) -> int:
     parser.add_argument("--convs", nargs="*", default=["space_to_depth"],
                         help="other ways to compute the torso's convolutions, each timed as a bare update in turns "
                              "with the default (patches on CPU); none: --convs")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="settings",
+                        help="change this Config field in every row (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
+                        help="also time the update with this Config field changed (repeatable)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     game = games.canonical_game(args.game)
     base = presets.preset(game)
     if args.config:
         base = presets.load_toml(presets.overlay_path(args.config), base)
+    base = dataclasses.replace(base, **dict(parse_variant(text, base, "--set") for text in args.settings))
     results = []
     for torso in args.torsos:
         for batch_size in args.batch_sizes:
@@ -224,7 +262,8 @@ def main(argv=None) -> int:
                 base, torso=torso, batch_size=batch_size, replay_capacity=20_000,
                 learning_starts=max(batch_size * 4, (base.frame_stack + base.n_step + 1) * base.num_envs),
                 progress=False))
-            rows = measure(config, args.updates, args.seconds, args.prioritized, args.convs)
+            variants = [parse_variant(v, config) for v in args.variant]
+            rows = measure(config, args.updates, args.seconds, args.prioritized, args.convs, variants)
             per_transition = {f"{name}_per_transition": round(value / batch_size, 4) for name, value in rows.items()
                               if "overhead" not in name and "_vs_" not in name}  # the ms rows, not the ratios
             row = {"torso": torso, "batch_size": batch_size, "double_dqn": config.double_dqn, "loss": config.loss,
@@ -235,6 +274,7 @@ def main(argv=None) -> int:
     out = args.out or str(Path(__file__).parent / "results" / name)
     write_result(out, {"benchmark": "update_cost", "game": game, "config": args.config or None,
                        "updates_per_call": args.updates,
+                       "settings": args.settings, "variants": args.variant,
                        "unit": "ms per update of one agent; *_per_transition: ms per sampled transition",
                        "rows": results})
     return 0

@@ -1,0 +1,25 @@
+"""`benchmarks/update_cost.py`'s settings from the command line: `--set` and `--variant`."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import load_benchmark, tiny_cartpole_config
+
+update_cost = load_benchmark("update_cost")
+
+
+def test_a_variant_is_parsed_as_toml_and_checked_as_a_config():
+    config = tiny_cartpole_config()
+    assert update_cost.parse_variant("bootstrap_epsilon=0.05", config) == ("bootstrap_epsilon", 0.05)
+    assert update_cost.parse_variant("dueling=true", config) == ("dueling", True)
+    assert update_cost.parse_variant("loss=mse", config) == ("loss", "mse")  # a bare word: a string
+    assert update_cost.parse_variant("batch_size=64", config) == ("batch_size", 64)
+
+
+@pytest.mark.parametrize("text, says", [("nope=1", "is not FIELD=VALUE"), ("dueling", "is not FIELD=VALUE"),
+                                        ("bootstrap_epsilon=2", "must be a probability")])
+def test_a_bad_variant_is_one_error_line_naming_the_flag(text, says):
+    with pytest.raises(SystemExit) as exit_:
+        update_cost.parse_variant(text, tiny_cartpole_config(), "--set")
+    message = str(exit_.value)
+    assert message.startswith("error: --set") and says in message and "\n" not in message
