@@ -161,21 +161,24 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
 
 
 def parse_variant(text: str, config, flag: str = "--variant") -> tuple[str, object]:
-    """Returns `(field, value)` for `FIELD=VALUE`, the value parsed as TOML parses it (`0.05`,
-    `true`, `"mse"`) and checked by `validate` on `config`; exits with an `error:` line otherwise."""
-    field, _, value = text.partition("=")
-    if field not in {f.name for f in dataclasses.fields(config)} or not value:
-        raise SystemExit(f"error: {flag} {text!r} is not FIELD=VALUE for a Config field "
-                         f"(e.g. {flag} bootstrap_epsilon=0.05)")
+    """Returns `(field, value)` for `FIELD=VALUE`: the value read as TOML reads it (a bare word as a
+    string: `loss=mse`), then typed and checked as an overlay's values are (`presets.replace_checked`:
+    unknown fields with the closest name, wrong types) and by `validate` on `config`; exits with one
+    `error:` line otherwise."""
+    field, equals, value = text.partition("=")
+    if not equals or not value:
+        raise SystemExit(f"error: {flag} {text!r} is not FIELD=VALUE (e.g. {flag} bootstrap_epsilon=0.05)")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
-        parsed = value  # a bare word: a string setting (loss=mse)
+        parsed = value
+    source = f"{flag} {text}"
     try:
-        validate(dataclasses.replace(config, **{field: parsed}))
-    except ConfigError as err:
-        raise SystemExit(f"error: {flag} {text}: {err}") from None
-    return field, parsed
+        changed = validate(presets.replace_checked(config, {field: parsed}, source=source))
+    except ConfigError as err:  # replace_checked's messages name the source, validate's do not
+        said = str(err)
+        raise SystemExit(f"error: {said if said.startswith(source) else f'{source}: {said}'}") from None
+    return field, getattr(changed, field)
 
 
 def measure(config, updates: int, seconds: float, prioritized: bool = False, convs: Sequence[str] = (),

@@ -98,9 +98,10 @@ def compiled_as_training(test):
     """Marks a test that compares the bits of two different programs (the fused and the host loop):
     XLA's older emitter for elementwise fusions, the suite's (conftest), rounds a fusion as its
     context in the program makes it, so two programs of the same maths need not agree in the last
-    bit there (they parted at 3e-8 on an AMD EPYC), where training's emitter keeps them identical.
-    In a session compiled with the older emitter the test runs again in a `pytest` subprocess
-    compiled with training's (still at the session's level), and passes or fails as it does there."""
+    bit there, where training's emitter keeps them identical (docs/DESIGN.md, "The suite rounds
+    differently from training"). In a session compiled with the older emitter the test runs again
+    in a `pytest` subprocess compiled with training's (still at the session's level), and passes
+    or fails as it does there."""
     @functools.wraps(test)
     def run(*args, **kwargs):
         if LEGACY_FUSIONS not in os.environ.get("XLA_FLAGS", "").split():

@@ -16,10 +16,11 @@ def test_a_variant_is_parsed_as_toml_and_checked_as_a_config():
     assert update_cost.parse_variant("batch_size=64", config) == ("batch_size", 64)
 
 
-@pytest.mark.parametrize("text, says", [("nope=1", "is not FIELD=VALUE"), ("dueling", "is not FIELD=VALUE"),
+@pytest.mark.parametrize("text, says", [("nope=1", "unknown config field 'nope'"), ("dueling", "is not FIELD=VALUE"),
+                                        ("dueling=1", "write true or false"),
                                         ("bootstrap_epsilon=2", "must be a probability")])
 def test_a_bad_variant_is_one_error_line_naming_the_flag(text, says):
     with pytest.raises(SystemExit) as exit_:
         update_cost.parse_variant(text, tiny_cartpole_config(), "--set")
     message = str(exit_.value)
-    assert message.startswith("error: --set") and says in message and "\n" not in message
+    assert message.startswith("error: --set") and says in message and "\n" not in message, message
