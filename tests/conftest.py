@@ -23,13 +23,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from xla_flags import OPT_LEVEL, SUITE, with_xla_flags
+from xla_flags import OPT_LEVEL, SUITE, accepted_by_xla, with_xla_flags
 
 OPTIMIZE = os.environ.get("DQN_JAX_TEST_XLA_OPTIMIZE", "0") == "1"
 if not OPTIMIZE and OPT_LEVEL not in os.environ.get("XLA_FLAGS", ""):
     # Before jax is imported: XLA reads its flags when the backend starts; workers and the
     # subprocesses the tests start inherit them.
-    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=SUITE)["XLA_FLAGS"]
+    os.environ["XLA_FLAGS"] = with_xla_flags(os.environ, add=accepted_by_xla(SUITE))["XLA_FLAGS"]
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -3,6 +3,9 @@ XLA reads `XLA_FLAGS` once, when a process starts its first backend, so they are
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 
 OPT_LEVEL = "--xla_backend_optimization_level"
@@ -18,6 +21,18 @@ SUITE = (UNOPTIMIZED, LEGACY_FUSIONS)
 # it drops the suite's flags, the emitter's too, and compiles at this level alone.
 RUN_OPTIMIZED = f"{OPT_LEVEL}=1"
 DEVICE_COUNT = "--xla_force_host_platform_device_count"  # forced CPU devices, set by the tests that need them
+
+
+def accepted_by_xla(flags: Iterable[str]) -> tuple[str, ...]:
+    """Returns those of `flags` that the installed XLA knows, each tried in a subprocess that starts a
+    CPU backend (about a second each). XLA aborts the process on an unknown flag in `XLA_FLAGS`,
+    and flags come and go between releases: jaxlib 0.12 dropped `--xla_cpu_use_fusion_emitters`,
+    so a suite that set it unconditionally lost every worker at its first array (CI's exit 5)."""
+    def known(flag: str) -> bool:
+        env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+        probe = [sys.executable, "-c", "import jax; jax.devices()"]
+        return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
+    return tuple(flag for flag in flags if known(flag))
 
 
 def with_xla_flags(environ: Mapping[str, str], add: Iterable[str] = (), drop: Iterable[str] = ()) -> dict[str, str]:
