@@ -26,7 +26,7 @@ DEVICE_COUNT = "--xla_force_host_platform_device_count"  # forced CPU devices, s
 def accepted_by_xla(flags: Iterable[str]) -> tuple[str, ...]:
     """Returns those of `flags` that the installed XLA knows, each tried in a subprocess that starts a
     CPU backend (about a second each). XLA aborts the process on an unknown flag in `XLA_FLAGS`,
-    and flags come and go between releases: jaxlib 0.12 dropped `--xla_cpu_use_fusion_emitters`,
+    and flags come and go between releases: jaxlib 0.12.1 dropped `--xla_cpu_use_fusion_emitters`,
     so a suite that set it unconditionally lost every worker at its first array (CI's exit 5)."""
     def known(flag: str) -> bool:
         env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}

@@ -50,7 +50,24 @@ def test_a_measured_overlay_quotes_its_run_as_the_result_file_records_it(overlay
     point = reached[0] if reached else max(curve, key=lambda c: c["eval_return_mean"])
     assert m["reached_target"] == bool(reached) and m["target_return"] == record["config"]["target_return"]
     assert (m["eval_return"], m["env_steps"]) == (point["eval_return_mean"], point["env_steps"])
-    assert m["minutes"] == round(point["wall_seconds"] / 60, 2)
+    assert m["minutes"] == pytest.approx(point["wall_seconds"] / 60, abs=0.05)
+    assert m["cpu"] in record["machine"]["cpu"] and m["cores"] == record["machine"]["cores"]
+    if overlay == "cpu_atari":
+        assert f"{m['eval_return']:.1f} at {m['env_steps'] / 1e6:.2f}M env steps" in small_machine_figure()
+
+
+def test_no_note_under_a_day_for_cartpole_or_on_an_accelerator(monkeypatch):
+    for game, seconds in (("Pong", 80_000.0), ("CartPole", 10 * 86_400.0)):
+        fake, logged = _trainer(game)
+        Trainer.warn_if_days_on_cpu(fake, seconds)
+        assert logged == []
+    fake, logged = _trainer("Pong")
+    Trainer.warn_if_days_on_cpu(fake, None)  # no rate yet
+    assert logged == []
+    monkeypatch.setattr(trainer_module.jax, "default_backend", lambda: "gpu")
+    fake, logged = _trainer("Pong")
+    Trainer.warn_if_days_on_cpu(fake, 10 * 86_400.0)
+    assert logged == []
 
 
 @pytest.mark.parametrize("overlay", sorted(MEASURED))
