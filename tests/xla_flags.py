@@ -24,15 +24,17 @@ DEVICE_COUNT = "--xla_force_host_platform_device_count"  # forced CPU devices, s
 
 
 def accepted_by_xla(flags: Iterable[str]) -> tuple[str, ...]:
-    """Returns those of `flags` that the installed XLA knows, each tried in a subprocess that starts a
-    CPU backend (about a second each). XLA aborts the process on an unknown flag in `XLA_FLAGS`,
-    and flags come and go between releases: jaxlib 0.12.1 dropped `--xla_cpu_use_fusion_emitters`,
-    so a suite that set it unconditionally lost every worker at its first array (CI's exit 5)."""
-    def known(flag: str) -> bool:
-        env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+    """Returns those of `flags` that the installed XLA knows: all of them tried together in a
+    subprocess that starts a CPU backend (about a second), and one by one only if that fails. XLA
+    aborts the process on an unknown flag in `XLA_FLAGS`, and flags come and go between releases:
+    jaxlib 0.12.1 dropped `--xla_cpu_use_fusion_emitters`, so a suite that set it unconditionally
+    lost every worker at its first array (CI's exit 5)."""
+    def known(*tried: str) -> bool:
+        env = {**os.environ, "XLA_FLAGS": " ".join(tried), "JAX_PLATFORMS": "cpu"}
         probe = [sys.executable, "-c", "import jax; jax.devices()"]
         return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
-    return tuple(flag for flag in flags if known(flag))
+    flags = tuple(flags)
+    return flags if known(*flags) else tuple(flag for flag in flags if known(flag))
 
 
 def with_xla_flags(environ: Mapping[str, str], add: Iterable[str] = (), drop: Iterable[str] = ()) -> dict[str, str]:
