@@ -1,13 +1,15 @@
 """Two or more recorded learning curves on one figure, by env steps and by wall-clock minutes.
 
     python benchmarks/curves_side_by_side.py pong_cpu_atari_s0 pong_cpu_atari_v1_s0 \
-        --labels "cpu_atari" "cpu_atari_v1" --name pong_cpu_atari_vs_v1 [--target 20]
+        --labels "cpu_atari" "cpu_atari_v1" --name pong_cpu_atari_vs_v1 [--target 20] \
+        [--deadline-minutes 120] [--linear-minutes]
 
 Each argument names a `benchmarks/results/<name>.json` written by `learning_curve.py`. Writes
 `benchmarks/results/<out>.png`: evaluation return (the mean of each evaluation's games) against env
 steps on the left and against minutes from the command's start on the right (a resumed run's
 clock counts every process it took), each curve labelled with its CPU model, so that runs from
-different machines are not read as if from one.
+different machines are not read as if from one. The minutes axis is logarithmic (runs of 3 and of
+450 minutes share it) unless `--linear-minutes`; `--deadline-minutes` draws a time budget on it.
 """
 
 from __future__ import annotations
@@ -39,40 +41,59 @@ def load_curve(name: str) -> dict:
     return record
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("curves", nargs="+", help="names of learning_curve.py results")
-    parser.add_argument("--labels", nargs="+", default=None, help="one per curve (default: the names)")
-    parser.add_argument("--name", required=True, help="the PNG's name, without .png")
-    parser.add_argument("--target", type=float, default=None, help="a return drawn as a line")
-    args = parser.parse_args(argv)
-    labels = args.labels or args.curves
-    if len(labels) != len(args.curves):
-        raise SystemExit(f"error: {len(args.curves)} curves but {len(labels)} labels; give one label per curve")
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figure(records: list[dict], labels: list[str], *, target: float | None = None,
+           deadline_minutes: float | None = None, linear_minutes: bool = False):
+    """Returns a matplotlib Figure of two axes: each record's evaluation returns against env steps
+    (left) and against minutes from its command's start (right, logarithmic unless
+    `linear_minutes`), with `target` as a horizontal line on both and `deadline_minutes` as a
+    vertical one on the right."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, label in zip(args.curves, labels, strict=True):
-        record = load_curve(name)
+    for record, label in zip(records, labels, strict=True):
         curve = record["eval_curve"]
         shown = f"{label} ({machine_words(record['machine'])})"
         axes[0].plot([c["env_steps"] for c in curve], [c["eval_return_mean"] for c in curve], marker="o", ms=3,
                      label=shown)
         axes[1].plot([c["wall_seconds"] / 60 for c in curve], [c["eval_return_mean"] for c in curve], marker="o",
                      ms=3, label=shown)
+    if deadline_minutes is not None:
+        axes[1].axvline(deadline_minutes, color="firebrick", ls=":", lw=1, label=f"{deadline_minutes:g} minutes")
     for ax, xlabel in zip(axes, ("env steps", "minutes from the command's start"), strict=True):
-        if args.target is not None:
-            ax.axhline(args.target, color="grey", ls="--", lw=1, label=f"target {args.target:g}")
+        if target is not None:
+            ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("evaluation return (mean of the games)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    axes[1].set_xscale("log")
+    if not linear_minutes:
+        axes[1].set_xscale("log")
     fig.suptitle(" vs ".join(labels))
     fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("curves", nargs="+", help="names of learning_curve.py results")
+    parser.add_argument("--labels", nargs="+", default=None, help="one per curve (default: the names)")
+    parser.add_argument("--name", required=True, help="the PNG's name, without .png")
+    parser.add_argument("--target", type=float, default=None, help="a return drawn as a line")
+    parser.add_argument("--deadline-minutes", type=float, default=None,
+                        help="a time budget drawn as a vertical line on the minutes axis")
+    parser.add_argument("--linear-minutes", action="store_true",
+                        help="a linear minutes axis (default: logarithmic)")
+    args = parser.parse_args(argv)
+    labels = args.labels or args.curves
+    if args.deadline_minutes is not None and not args.deadline_minutes > 0:
+        raise SystemExit(f"error: --deadline-minutes must be > 0 (got {args.deadline_minutes:g})")
+    if len(labels) != len(args.curves):
+        raise SystemExit(f"error: {len(args.curves)} curves but {len(labels)} labels; give one label per curve")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = figure([load_curve(name) for name in args.curves], labels, target=args.target,
+                 deadline_minutes=args.deadline_minutes, linear_minutes=args.linear_minutes)
     out = RESULTS / f"{args.name}.png"
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")
