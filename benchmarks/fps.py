@@ -1,6 +1,7 @@
 """Frames per second against the ceilings measured in the same run.
 
-    python benchmarks/fps.py --game=Pong [--quick] [--seeds 1 2 4 8] [--batch-size B] [--out FILE]
+    python benchmarks/fps.py --game=Pong [--config cpu_atari] [--quick] [--seeds 1 2 4 8] [--batch-size B]
+        [--out FILE]
 
 For each number of seeds S (agents trained in one program) it measures:
 - `env_only`: the S*E-env EnvPool pool stepped from Python with random actions;
@@ -15,6 +16,8 @@ For each number of seeds S (agents trained in one program) it measures:
 Training rows carry `fraction_of_bound` = measured / min(env_only, the faster learner ceiling ×
 train_every) for the same S; `train_fused` also carries `ms_per_update_in_loop` (the whole vector
 step counted against its updates) and `in_loop_over_bare` (that / the bare update's ms).
+`--config` layers an overlay of `configs/` on the game's preset (its schedule, network and replay
+kind; the replay's size, learning start, evaluation and checkpoints stay the benchmark's).
 Rates count env steps of all agents together; frames = env steps * frame skip. The replay is
 shrunk to `--replay` transitions per agent (its size does not change the work per step; 8 full
 Atari replays would need 56 GB).
@@ -41,6 +44,7 @@ from update_cost import (  # benchmarks/, beside this file
 
 from dqn_jax import games
 from dqn_jax.config import validate
+from dqn_jax.errors import ConfigError
 from dqn_jax.loop import envs
 from dqn_jax.loop.loop import agent_keys, build_loop, over_agents
 from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
@@ -160,11 +164,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--replay", type=int, default=None, help="replay transitions per agent")
     parser.add_argument("--batch-size", type=int, default=None, help="updates' batch (default: the preset's)")
+    parser.add_argument("--config", default="", help="an overlay of configs/ layered on the game's preset")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     game = games.canonical_game(args.game)
     base = presets.preset(game)
+    if args.config:
+        try:
+            base = presets.load_toml(presets.overlay_path(args.config), base)
+        except ConfigError as error:
+            raise SystemExit(f"error: --config: {error}") from None
     if args.batch_size:
         base = dataclasses.replace(base, batch_size=args.batch_size)
     seconds = 3.0 if args.quick else 10.0
@@ -227,9 +237,12 @@ def main() -> None:
                 train_every=config.train_every)
             del host
 
-    out = args.out or str(Path(__file__).parent / "results" / f"fps_{game.lower()}_{jax.default_backend()}.json")
+    named = f"_{Path(args.config).stem}" if args.config else ""
+    out = args.out or str(Path(__file__).parent / "results" /
+                          f"fps_{game.lower()}{named}_{jax.default_backend()}.json")
     write_result(out, {
-        "benchmark": "fps", "game": game, "quick": args.quick, "replay_per_agent": replay,
+        "benchmark": "fps", "game": game, "config": args.config or None, "quick": args.quick,
+        "replay_per_agent": replay,
         "num_envs_per_agent": config.num_envs, "train_every": config.train_every,
         "batch_size": config.batch_size, "frame_skip": frame_skip, "rows": rows,
     })
