@@ -5,10 +5,11 @@ and (with `--metrics`) the run's metrics gzipped.
         [--command "python -m dqn_jax.train ..."] [--shared "what else ran on the machine"]
 
 Writes `benchmarks/results/<name>.json` (config, summary, eval curve with the wall-clock of each
-evaluation, the time split between random steps, learning chunks and everything outside the
-chunks) and `<name>.png`; `--metrics` also `<name>_metrics.jsonl.gz`. The run may be unfinished
-(no `summary.json` yet): the curve is what its metrics hold. Set `DQN_JAX_COMMIT` when the run's
-code is not the tree's commit (provenance records it).
+evaluation, the training games' mean return per `--train-window` env steps, the time split between
+random steps, learning chunks and everything outside the chunks) and `<name>.png`; `--metrics` also
+`<name>_metrics.jsonl.gz`. The run may be unfinished (no `summary.json` yet): the curve is what its
+metrics hold. Set `DQN_JAX_COMMIT` when the run's code is not the tree's commit (provenance records
+it).
 """
 
 from __future__ import annotations
@@ -52,6 +53,28 @@ def time_split(config, rows: list[dict], run_wall_seconds: float | None) -> dict
     return split
 
 
+def training_returns(rows: list[dict], window: int) -> list[dict]:
+    """Returns the first seed's training games (played at the training epsilon, every one that
+    ended) grouped by the `window` of env steps whose chunks ended them: `[{"env_steps_end",
+    "games", "return_mean"}]` in order, windows without a game left out. Tens of games per window
+    where an evaluation has 8: the steadier measure for telling two runs apart by env steps."""
+    if window <= 0:
+        raise ValueError(f"window must be > 0 (got {window})")
+    train = [r for r in rows if r["kind"] == "train"]
+    if not train:
+        return []
+    seed = min(r["seed"] for r in train)
+    totals: dict[int, list[float]] = {}
+    for row in train:
+        if row["seed"] != seed or not row.get("episodes") or row.get("train_return_mean") is None:
+            continue
+        end = -(-row["env_steps"] // window) * window  # the window's last env step, rounded up
+        games, summed = totals.get(end, (0, 0.0))
+        totals[end] = (games + row["episodes"], summed + row["episodes"] * row["train_return_mean"])
+    return [{"env_steps_end": end, "games": games, "return_mean": round(summed / games, 3)}
+            for end, (games, summed) in sorted(totals.items())]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -60,7 +83,11 @@ def main() -> None:
     parser.add_argument("--metrics", action="store_true", help="also write the run's metrics, gzipped")
     parser.add_argument("--command", default=None, help="the command that ran it, recorded as given")
     parser.add_argument("--shared", default=None, help="what else ran on the machine meanwhile, recorded as given")
+    parser.add_argument("--train-window", type=int, default=100_000,
+                        help="env steps per window of the training games' mean return")
     args = parser.parse_args()
+    if args.train_window <= 0:
+        raise SystemExit(f"error: --train-window must be > 0 (got {args.train_window})")
     config, rows = load_run(args.run_dir)
     summary_path = args.run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
@@ -74,18 +101,22 @@ def main() -> None:
     write_result(RESULTS / f"{args.name}.json", {
         "benchmark": "learning_curve", "game": config.game, "command": args.command, "shared_machine": args.shared,
         "config": dataclasses.asdict(config), "summary": summary, "random_return": args.random_return,
-        "eval_curve": curve, "time_split_seconds": time_split(config, rows, run_wall),
+        "eval_curve": curve, "train_return_window": args.train_window,
+        "train_returns": training_returns(rows, args.train_window),
+        "time_split_seconds": time_split(config, rows, run_wall),
     })
     if args.metrics:
         with open(args.run_dir / "metrics.jsonl", "rb") as source, \
                 gzip.open(RESULTS / f"{args.name}_metrics.jsonl.gz", "wb") as target:
             shutil.copyfileobj(source, target)
         print(f"wrote {RESULTS / (args.name + '_metrics.jsonl.gz')}")
-    plot(config, curve, summary, args.name, args.random_return)
+    plot(config, curve, summary, args.name, args.random_return, training_returns(rows, args.train_window))
 
 
-def plot(config, curve: list[dict], summary: dict | None, name: str, random_return: float | None) -> None:
-    """Writes `<name>.png`: evaluation return against env steps and against wall-clock minutes."""
+def plot(config, curve: list[dict], summary: dict | None, name: str, random_return: float | None,
+         train_returns: list[dict] = ()) -> None:
+    """Writes `<name>.png`: evaluation return against env steps and against wall-clock minutes, and
+    on the env-steps axis the training games' mean return per window (at each window's end)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +131,9 @@ def plot(config, curve: list[dict], summary: dict | None, name: str, random_retu
     for ax, (label, x) in zip(axes[0], xs, strict=True):
         ax.plot(x, [c["eval_return_mean"] for c in curve], marker="o", ms=3, label="eval return (mean of games)")
         ax.plot(x, [c[f"eval_return_mean{window}"] for c in curve], label=f"mean of last {window} games")
+        if train_returns and label == "env steps":
+            ax.plot([w["env_steps_end"] for w in train_returns], [w["return_mean"] for w in train_returns],
+                    drawstyle="steps-pre", lw=1, alpha=0.8, label="training games, mean per window")
         if random_return is not None:
             ax.axhline(random_return, color="grey", ls="--", label=f"random play ({random_return})")
         ax.set_xlabel(label)
