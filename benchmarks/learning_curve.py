@@ -56,7 +56,8 @@ def time_split(config, rows: list[dict], run_wall_seconds: float | None) -> dict
 def training_returns(rows: list[dict], window: int) -> list[dict]:
     """Returns the first seed's training games (played at the training epsilon, every one that
     ended) grouped by the `window` of env steps whose chunks ended them: `[{"env_steps_end",
-    "games", "return_mean"}]` in order, windows without a game left out. Tens of games per window
+    "games", "return_mean"}]` in order, windows without a game left out (the last window, if the
+    rows end inside it, ends at their last env step). Tens of games per window
     where an evaluation has 8: the steadier measure for telling two runs apart by env steps."""
     if window <= 0:
         raise ValueError(f"window must be > 0 (got {window})")
@@ -64,11 +65,13 @@ def training_returns(rows: list[dict], window: int) -> list[dict]:
     if not train:
         return []
     seed = min(r["seed"] for r in train)
+    last = max(r["env_steps"] for r in train)
     totals: dict[int, list[float]] = {}
     for row in train:
         if row["seed"] != seed or not row.get("episodes") or row.get("train_return_mean") is None:
             continue
-        end = -(-row["env_steps"] // window) * window  # the window's last env step, rounded up
+        # The window's last env step; an unfinished last window ends where the run's rows do.
+        end = min(-(-row["env_steps"] // window) * window, last)
         games, summed = totals.get(end, (0, 0.0))
         totals[end] = (games + row["episodes"], summed + row["episodes"] * row["train_return_mean"])
     return [{"env_steps_end": end, "games": games, "return_mean": round(summed / games, 3)}
