@@ -2,7 +2,7 @@
 
     python benchmarks/curves_side_by_side.py pong_cpu_atari_s0 pong_cpu_atari_v1_s0 \
         --labels "cpu_atari" "cpu_atari_v1" --name pong_cpu_atari_vs_v1 [--target 20] \
-        [--deadline-minutes 120] [--linear-minutes]
+        [--deadline-minutes 120] [--linear-minutes] [--training-games]
 
 Each argument names a `benchmarks/results/<name>.json` written by `learning_curve.py`. Writes
 `benchmarks/results/<out>.png`: evaluation return (the mean of each evaluation's games) against env
@@ -10,12 +10,17 @@ steps on the left and against minutes from the command's start on the right (a r
 clock counts every process it took), each curve labelled with its CPU model, so that runs from
 different machines are not read as if from one. The minutes axis is logarithmic (runs of 3 and of
 450 minutes share it) unless `--linear-minutes`; `--deadline-minutes` draws a time budget on it.
+`--training-games` adds a third panel: each run's training games' mean return per 100k env steps
+(the record's `train_returns`, else computed from its `<name>_metrics.jsonl.gz`), tens of games per
+point where an evaluation has 8.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,29 +46,55 @@ def load_curve(name: str) -> dict:
     return record
 
 
+def training_games(name: str, record: dict, window: int = 100_000) -> list[dict]:
+    """Returns the run's training games' mean return per `window` env steps (`learning_curve.py`'s
+    `train_returns`): the record's own when it has them at that window, else computed from
+    `benchmarks/results/<name>_metrics.jsonl.gz`."""
+    if record.get("train_return_window") == window and "train_returns" in record:
+        return record["train_returns"]
+    path = RESULTS / f"{name}_metrics.jsonl.gz"
+    if not path.exists():
+        raise SystemExit(f"error: {name} has no training games' returns and no {path.name}; "
+                         "record it again with learning_curve.py --metrics, or leave out --training-games")
+    sys.path.insert(0, str(Path(__file__).parent))  # learning_curve.py, beside this file
+    from learning_curve import training_returns
+
+    with gzip.open(path, "rt") as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    return training_returns(rows, window)
+
+
 def figure(records: list[dict], labels: list[str], *, target: float | None = None,
-           deadline_minutes: float | None = None, linear_minutes: bool = False):
-    """Returns a matplotlib Figure of two axes: each record's evaluation returns against env steps
-    (left) and against minutes from its command's start (right, logarithmic unless
-    `linear_minutes`), with `target` as a horizontal line on both and `deadline_minutes` as a
-    vertical one on the right."""
+           deadline_minutes: float | None = None, linear_minutes: bool = False,
+           training: list[list[dict]] | None = None):
+    """Returns a matplotlib Figure: each record's evaluation returns against env steps (first axes)
+    and against minutes from its command's start (second, logarithmic unless `linear_minutes`),
+    with `target` as a horizontal line and `deadline_minutes` as a vertical one on the minutes
+    axes; with `training` (per record, `training_games`' windows) a third axes of the training
+    games' mean return by env steps."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for record, label in zip(records, labels, strict=True):
+    panels = 3 if training is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2))
+    for i, (record, label) in enumerate(zip(records, labels, strict=True)):
         curve = record["eval_curve"]
         shown = f"{label} ({machine_words(record['machine'])})"
         axes[0].plot([c["env_steps"] for c in curve], [c["eval_return_mean"] for c in curve], marker="o", ms=3,
                      label=shown)
         axes[1].plot([c["wall_seconds"] / 60 for c in curve], [c["eval_return_mean"] for c in curve], marker="o",
                      ms=3, label=shown)
+        if training is not None:
+            axes[2].plot([w["env_steps_end"] for w in training[i]], [w["return_mean"] for w in training[i]],
+                         drawstyle="steps-pre", label=shown)
     if deadline_minutes is not None:
         axes[1].axvline(deadline_minutes, color="firebrick", ls=":", lw=1, label=f"{deadline_minutes:g} minutes")
-    for ax, xlabel in zip(axes, ("env steps", "minutes from the command's start"), strict=True):
+    xlabels = ("env steps", "minutes from the command's start", "env steps")[:panels]
+    ylabels = (("evaluation return (mean of the games)",) * 2 + ("training games' return (mean per window)",))[:panels]
+    for ax, xlabel, ylabel in zip(axes, xlabels, ylabels, strict=True):
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("evaluation return (mean of the games)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     if not linear_minutes:
@@ -83,6 +114,8 @@ def main(argv=None) -> int:
                         help="a time budget drawn as a vertical line on the minutes axis")
     parser.add_argument("--linear-minutes", action="store_true",
                         help="a linear minutes axis (default: logarithmic)")
+    parser.add_argument("--training-games", action="store_true",
+                        help="a third panel: the training games' mean return per 100k env steps")
     args = parser.parse_args(argv)
     labels = args.labels or args.curves
     if args.deadline_minutes is not None and not args.deadline_minutes > 0:
@@ -92,8 +125,11 @@ def main(argv=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = figure([load_curve(name) for name in args.curves], labels, target=args.target,
-                 deadline_minutes=args.deadline_minutes, linear_minutes=args.linear_minutes)
+    records = [load_curve(name) for name in args.curves]
+    training = ([training_games(name, record) for name, record in zip(args.curves, records, strict=True)]
+                if args.training_games else None)
+    fig = figure(records, labels, target=args.target, deadline_minutes=args.deadline_minutes,
+                 linear_minutes=args.linear_minutes, training=training)
     out = RESULTS / f"{args.name}.png"
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")

@@ -47,3 +47,24 @@ def test_bad_arguments_are_one_error_line(argv, says):
         curves.main(argv)
     message = str(exit_.value)
     assert message.startswith("error: ") and says in message and "\n" not in message, message
+
+
+def test_training_games_come_from_the_record_or_else_from_its_gzipped_metrics(tmp_path, monkeypatch):
+    import gzip
+    import json
+
+    monkeypatch.setattr(curves, "RESULTS", tmp_path)
+    windows = [{"env_steps_end": 100_000, "games": 40, "return_mean": -20.0}]
+    assert curves.training_games("a", {"train_return_window": 100_000, "train_returns": windows}) == windows
+    rows = [{"kind": "train", "env_steps": e, "seed": 0, "episodes": 2, "train_return_mean": r, "steps_per_sec": 1.0}
+            for e, r in ((50_000, -21.0), (150_000, 3.0))]
+    with gzip.open(tmp_path / "b_metrics.jsonl.gz", "wt") as out:
+        out.write("".join(json.dumps(r) + "\n" for r in rows))
+    older = {"train_return_window": 50_000, "train_returns": windows}  # another window: recomputed
+    assert curves.training_games("b", older) == [{"env_steps_end": 100_000, "games": 2, "return_mean": -21.0},
+                                                 {"env_steps_end": 150_000, "games": 2, "return_mean": 3.0}]
+    with pytest.raises(SystemExit, match="^error: c has no training games' returns and no c_metrics.jsonl.gz"):
+        curves.training_games("c", {})
+    fig = curves.figure([record([10], [1.0])], ["b"], training=[curves.training_games("b", older)])
+    assert len(fig.axes) == 3
+    assert list(fig.axes[2].get_lines()[0].get_ydata()) == [-21.0, 3.0]
