@@ -20,6 +20,7 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from dqn_jax.tools.doctor import load_run
 from dqn_jax.tools.provenance import write_result
@@ -57,8 +58,8 @@ def training_returns(rows: list[dict], window: int) -> list[dict]:
     """Returns the first seed's training games (played at the training epsilon, every one that
     ended) grouped by the `window` of env steps whose chunks ended them: `[{"env_steps_end",
     "games", "return_mean"}]` in order, windows without a game left out (the last window, if the
-    rows end inside it, ends at their last env step). Tens of games per window
-    where an evaluation has 8: the steadier measure for telling two runs apart by env steps."""
+    rows end inside it, ends at their last env step). Tens of games per window where an
+    evaluation has 8: the steadier measure for telling two runs apart by env steps."""
     if window <= 0:
         raise ValueError(f"window must be > 0 (got {window})")
     train = [r for r in rows if r["kind"] == "train"]
@@ -66,7 +67,7 @@ def training_returns(rows: list[dict], window: int) -> list[dict]:
         return []
     seed = min(r["seed"] for r in train)
     last = max(r["env_steps"] for r in train)
-    totals: dict[int, list[float]] = {}
+    totals: dict[int, tuple[int, float]] = {}  # window end -> (games, sum of their returns)
     for row in train:
         if row["seed"] != seed or not row.get("episodes") or row.get("train_return_mean") is None:
             continue
@@ -101,11 +102,12 @@ def main() -> None:
               f"eval_return_mean{window}": r.get(f"eval_return_mean{window}"), "eval_episodes": r["eval_episodes"],
               "eval_length_mean": r.get("eval_length_mean")} for r in evals]
     run_wall = summary["run_wall_seconds"] if summary else None
+    train_returns = training_returns(rows, args.train_window)
     write_result(RESULTS / f"{args.name}.json", {
         "benchmark": "learning_curve", "game": config.game, "command": args.command, "shared_machine": args.shared,
         "config": dataclasses.asdict(config), "summary": summary, "random_return": args.random_return,
         "eval_curve": curve, "train_return_window": args.train_window,
-        "train_returns": training_returns(rows, args.train_window),
+        "train_returns": train_returns,
         "time_split_seconds": time_split(config, rows, run_wall),
     })
     if args.metrics:
@@ -113,11 +115,11 @@ def main() -> None:
                 gzip.open(RESULTS / f"{args.name}_metrics.jsonl.gz", "wb") as target:
             shutil.copyfileobj(source, target)
         print(f"wrote {RESULTS / (args.name + '_metrics.jsonl.gz')}")
-    plot(config, curve, summary, args.name, args.random_return, training_returns(rows, args.train_window))
+    plot(config, curve, summary, args.name, args.random_return, train_returns)
 
 
 def plot(config, curve: list[dict], summary: dict | None, name: str, random_return: float | None,
-         train_returns: list[dict] = ()) -> None:
+         train_returns: Sequence[dict] = ()) -> None:
     """Writes `<name>.png`: evaluation return against env steps and against wall-clock minutes, and
     on the env-steps axis the training games' mean return per window (at each window's end)."""
     import matplotlib
