@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # learning_curve.py beside this file, as gpu_suite.py does
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -56,8 +58,7 @@ def training_games(name: str, record: dict, window: int = 100_000) -> list[dict]
     if not path.exists():
         raise SystemExit(f"error: {name} has no training games' returns and no {path.name}; "
                          "record it again with learning_curve.py --metrics, or leave out --training-games")
-    sys.path.insert(0, str(Path(__file__).parent))  # learning_curve.py, beside this file
-    from learning_curve import training_returns
+    from learning_curve import training_returns  # imports dqn_jax: only when the panel is asked for
 
     with gzip.open(path, "rt") as lines:
         rows = [json.loads(line) for line in lines if line.strip()]
