@@ -112,6 +112,12 @@ class Config:
     """Clip the global gradient norm to this value (0 = no clipping)."""
     train_every: int = 4
     """One update for every this many env steps (env steps per update)."""
+    train_every_late: int = 0
+    """From env step `train_every_late_start` on, one update for every this many env steps instead of
+    `train_every`: fewer updates (and more env steps per minute) once the policy plays well, or more
+    (env steps per update; 0 = `train_every` throughout; with it, both must be multiples of num_envs)."""
+    train_every_late_start: int = 0
+    """The env step from which `train_every_late` applies (env steps)."""
     target_update_every: int = 2_500
     """Copy the online parameters into the target network every this many updates (updates)."""
     reward_scale: float = 1.0
@@ -243,6 +249,11 @@ class Config:
         """Updates in each round of updates (count, >= 1)."""
         return max(1, self.num_envs // self.train_every)
 
+    @property
+    def vector_steps_per_update_late(self) -> int:
+        """Vectorised env steps between two updates from `train_every_late_start` on (count, >= 1)."""
+        return max(1, (self.train_every_late or self.train_every) // self.num_envs)
+
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -254,7 +265,8 @@ _POSITIVE = (
     "health_every n_step max_episode_steps"
 ).split()
 _NON_NEGATIVE = ("final_eval_episodes learning_starts epsilon_decay_steps learning_rate_decay_start "
-                 "learning_rate_decay_steps env_threads checkpoint_every redo_every").split()
+                 "learning_rate_decay_steps env_threads checkpoint_every redo_every train_every_late "
+                 "train_every_late_start").split()
 _PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability", "bootstrap_epsilon")
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38
@@ -337,6 +349,13 @@ def _check_relations(c: Config) -> None:
     """Fields against each other: the loop's cadence, the replay's size, the network for the game."""
     if c.num_envs % c.train_every and c.train_every % c.num_envs:
         _fail(c, "train_every", f"must divide num_envs ({c.num_envs}) or be a multiple of it")
+    if c.train_every_late:
+        # The loop's cadence changes in the program (which vector steps learn), not its shape (how
+        # many updates a learning step makes): both cadences must be one update per so many vector steps.
+        for name in ("train_every", "train_every_late"):
+            if getattr(c, name) % c.num_envs:
+                _fail(c, name, f"must be a multiple of num_envs ({c.num_envs}) when train_every_late is set "
+                               "(one update per learning vector step in both phases)")
     if c.chunk_steps % c.num_envs:
         _fail(c, "chunk_steps", f"must be a multiple of num_envs ({c.num_envs})")
     if c.replay_steps < c.frame_stack + c.n_step + 1:

@@ -129,12 +129,24 @@ class Learner(NamedTuple):
     prioritized: Prioritized | None  # the replay's priorities, None for uniform replay
 
 
+def env_step_of_update(config: Config, update_count: jax.Array) -> jax.Array:
+    """Returns the env step at which update `update_count` (0-based, [] int) happens:
+    `learning_starts + u * train_every`, and with `train_every_late` set, `train_every_late` env
+    steps apart from `train_every_late_start` on (the updates before it counted at `train_every`)."""
+    early = config.learning_starts + update_count * config.train_every
+    if not config.train_every_late:  # a Python branch: without it the program is as before, bit for bit
+        return early
+    first_late = -(-max(0, config.train_every_late_start - config.learning_starts) // config.train_every)
+    switch = config.learning_starts + first_late * config.train_every
+    return jnp.where(update_count < first_late, early, switch + (update_count - first_late) * config.train_every_late)
+
+
 def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns Adam (with optional global-norm clipping) and its learning-rate schedule.
 
     The schedule is defined over env steps (constant until `learning_rate_decay_start`, then
-    linear over `learning_rate_decay_steps`) and evaluated at the env step of each update:
-    update u happens at env step `learning_starts + u * train_every`.
+    linear over `learning_rate_decay_steps`) and evaluated at the env step of each update
+    (`env_step_of_update`).
     """
     by_env_step = optax.join_schedules(
         [optax.constant_schedule(config.learning_rate),
@@ -144,7 +156,7 @@ def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.
     )
 
     def schedule(update_count):
-        return by_env_step(config.learning_starts + update_count * config.train_every)
+        return by_env_step(env_step_of_update(config, update_count))
 
     adam = optax.adam(schedule, eps=config.adam_eps)
     if config.max_grad_norm > 0:

@@ -272,6 +272,16 @@ def _make_learn_round(config: Config, learner: Learner, learner_over_agents):
     return learn_round, skip
 
 
+def learning_period(config: Config, iteration: jax.Array) -> jax.Array | int:
+    """Returns how many vector steps apart the rounds of updates are at loop iteration `iteration`
+    (1-based, [] int): `vector_steps_per_update`, and with `train_every_late` set, its late cadence
+    from the iteration whose env steps reach `train_every_late_start`."""
+    if not config.train_every_late:  # a Python int: without it the program is as before, bit for bit
+        return config.vector_steps_per_update
+    late = iteration * config.num_envs >= config.train_every_late_start
+    return jnp.where(late, config.vector_steps_per_update_late, config.vector_steps_per_update)
+
+
 def _make_learn_if_due(config: Config, learner: Learner, learner_over_agents):
     """Returns `Iteration.learn_if_due`."""
     learn_round, skip = _make_learn_round(config, learner, learner_over_agents)
@@ -281,11 +291,11 @@ def _make_learn_if_due(config: Config, learner: Learner, learner_over_agents):
     def learn_if_due(agents, iteration):
         S = agents.updates.shape[0]
         iteration = iteration + 1
-        due = (iteration % config.vector_steps_per_update == 0) & (
-            iteration * config.num_envs >= config.learning_starts)
+        period = learning_period(config, iteration)
+        due = (iteration % period == 0) & (iteration * config.num_envs >= config.learning_starts)
         updates_before = agents.updates[0]  # the same for every agent: one shared schedule
         # Health statistics add reductions to every update they run in: measure them every `health_every`.
-        health_due = due & ((iteration // config.vector_steps_per_update) % health_rounds == 0)
+        health_due = due & ((iteration // period) % health_rounds == 0)
         # The replay is read-only in updates: it enters the branches but does not come out of them
         # (prioritized replay's priorities, which the updates write, are in the learner's part).
         learner_part, learn_metrics = jax.lax.cond(due, learn_round, skip, agents.replace(replay=None),

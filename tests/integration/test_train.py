@@ -7,6 +7,7 @@ import functools
 import json
 import warnings
 
+import chex
 import flax.linen as nn
 import jax
 import numpy as np
@@ -15,6 +16,7 @@ from helpers import compiled_as_training, params_after, run_cli, run_loop, tiny_
 
 from dqn_jax.loop import envs
 from dqn_jax.loop.loop import FusedLoopUnavailable, agent_keys, build_loop
+from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
 from dqn_jax.run.evaluate import load_policy
 from dqn_jax.run.evaluate import main as evaluate_main
 from dqn_jax.run.metrics import read_metrics
@@ -79,6 +81,35 @@ def test_same_seed_same_params_different_seed_different_params(tiny_cartpole):
     c = _params_after_once(dataclasses.replace(tiny_cartpole, seed=1))
     assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
     assert not any(jax.tree.leaves(jax.tree.map(np.array_equal, a, c)))
+
+
+def _agents_by_chunk(config, chunks: int = 4) -> list:
+    """Returns the agents (on the host) after each of `chunks` chunks of training from a fresh start."""
+    loop = build_loop(config)
+    schedule = ChunkSchedule.for_steps(config, chunks * config.chunk_steps)
+    return [jax.device_get(chunk.state.agents.replace(replay=None))
+            for chunk in run_chunks(loop, loop.init(agent_keys(config)), schedule)]
+
+
+def test_late_cadence_changes_which_vector_steps_learn_and_nothing_else(tiny_cartpole):
+    """`train_every_late` from env step 1,200 of a 1,600-step run: at `train_every`'s own cadence it
+    is the plain run bit for bit; at half the updates it is the plain run until 1,200, then 51
+    updates where the plain run makes 101; at twice the updates (from 8 env steps per update to 4)
+    the late phase learns at every vector step."""
+    plain = _agents_by_chunk(tiny_cartpole)
+    assert [int(a.updates[0]) for a in plain] == [1, 101, 201, 301]  # learning from env step 400
+    same = _agents_by_chunk(dataclasses.replace(tiny_cartpole, train_every_late=4, train_every_late_start=800))
+    chex.assert_trees_all_equal(same[-1], plain[-1])
+
+    fewer = _agents_by_chunk(dataclasses.replace(tiny_cartpole, train_every_late=8, train_every_late_start=1_200))
+    assert [int(a.updates[0]) for a in fewer] == [1, 101, 201, 251]
+    chex.assert_trees_all_equal(fewer[2], plain[2])
+    assert not any(np.array_equal(f, p) for f, p in zip(jax.tree.leaves(fewer[3].params),
+                                                         jax.tree.leaves(plain[3].params), strict=True))
+
+    more = _agents_by_chunk(dataclasses.replace(tiny_cartpole, train_every=8, train_every_late=4,
+                                                train_every_late_start=1_200))
+    assert [int(a.updates[0]) for a in more] == [1, 51, 101, 201]
 
 
 class XlaBrokenPool:

@@ -74,6 +74,11 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--epsilon-end=1.5"], "epsilon_end = 1.5 is invalid"),
     (["--bootstrap-epsilon=-0.05"], "bootstrap_epsilon = -0.05 is invalid: must be a probability in [0, 1]"),
     (["--train-every=3"], "train_every = 3 is invalid"),
+    (["--train-every-late=16"], "train_every = 2 is invalid: must be a multiple of num_envs (8) when "
+                                "train_every_late is set"),
+    (["--train-every=8", "--train-every-late=12"], "train_every_late = 12 is invalid: must be a multiple of "
+                                                   "num_envs (8)"),
+    (["--train-every-late=-8"], "train_every_late = -8 is invalid"),
     (["--batch-size=big"], "command line: Error parsing --batch-size"),
     (["--loss=hub"], "invalid choice 'hub' for argument '--loss'"),
     (["--torso=nips_cnn"], "torso = 'nips_cnn' is invalid: CartPole observations are vectors: use torso = 'mlp'"),

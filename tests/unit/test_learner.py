@@ -162,6 +162,25 @@ def test_learning_rate_schedule_is_in_env_steps(tiny_cartpole):
     assert float(schedule(10_000)) == pytest.approx(1e-5)
 
 
+def test_late_cadence_moves_the_learning_rate_schedule_with_the_updates(tiny_cartpole):
+    import dataclasses
+
+    from dqn_jax.agent.learner import env_step_of_update, make_optimizer
+
+    config = dataclasses.replace(tiny_cartpole, learning_starts=400, train_every=4, train_every_late=16,
+                                 train_every_late_start=1_400)
+    # 250 updates 4 env steps apart reach env step 1,400; from there they are 16 apart.
+    assert [int(env_step_of_update(config, u)) for u in (0, 249, 250, 251, 300)] == [400, 1_396, 1_400, 1_416, 2_200]
+    plain = dataclasses.replace(config, train_every_late=0)
+    assert [int(env_step_of_update(plain, u)) for u in (250, 300)] == [1_400, 1_600]
+    decaying = dataclasses.replace(config, learning_rate=1e-3, learning_rate_end=1e-5,
+                                   learning_rate_decay_start=1_400, learning_rate_decay_steps=1_600)
+    _, schedule = make_optimizer(decaying)
+    assert float(schedule(250)) == pytest.approx(1e-3)
+    assert float(schedule(300)) == pytest.approx(0.5 * (1e-3 + 1e-5))  # env step 2,200, half way
+    assert float(schedule(350)) == pytest.approx(1e-5)  # env step 3,000
+
+
 def test_one_agent_unbatched_matches_the_vmapped_update(tiny_cartpole):
     """`over_agents` runs a single agent unbatched (the Nature CNN's path): the same update as
     `jax.vmap` up to float rounding, and several agents still go through `jax.vmap` bit for bit."""
