@@ -2,7 +2,8 @@
 
     python benchmarks/update_cost.py [--game Pong] [--config cpu_atari] [--torsos nature_cnn nips_cnn]
                                      [--batch-sizes 32 64 128] [--updates 20] [--seconds 10]
-                                     [--prioritized] [--set FIELD=VALUE ...] [--variant FIELD=VALUE ...] [--out FILE]
+                                     [--prioritized] [--set FIELD=VALUE ...] [--variant FIELD=VALUE ...]
+                                     [--xla-option KEY=VALUE ...] [--out FILE]
 
 Both run `--updates` updates inside one compiled `lax.scan`, as the fused loop does, and are
 timed in 5 rounds that take turns (`--seconds` per row in all; the median round is kept), so that
@@ -22,6 +23,10 @@ the machine's slow spells fall on every row alike. Rows, in ms per update of one
   the first convolution computed over 4×4 blocks (`PatchConv(space_to_depth=True)`: the same
   products in another order), timed in turns with `bare_update`; `space_to_depth_vs_bare` is
   their ratio.
+- with `--xla-option KEY=VALUE` (repeatable, an XLA debug option: `xla_cpu_use_onednn=true`),
+  `update_KEY=VALUE`: `update` compiled with that option (`Lowered.compile(compiler_options=...)`,
+  so in this process, in turns with the others); `KEY=VALUE_vs_update` is its ratio to `update`,
+  `KEY=VALUE_same_bits` whether one call of both from the same state gives the same bits;
 - `--set FIELD=VALUE` (repeatable) changes a setting of every row (`--set dueling=true`);
 - with `--variant FIELD=VALUE` (repeatable, a `Config` field: `bootstrap_epsilon=0.05`, `dueling=true`),
   `update_FIELD=VALUE`: `update` with that one setting changed, on the same replay and params, timed
@@ -181,8 +186,30 @@ def parse_variant(text: str, config, flag: str = "--variant") -> tuple[str, obje
     return field, getattr(changed, field)
 
 
+def parse_xla_option(text: str) -> tuple[str, object]:
+    """Returns `(key, value)` for `KEY=VALUE`, an XLA debug option (`xla_...`) with its value read as
+    TOML reads it (`true`, `512`; a bare word as a string); exits with one `error:` line otherwise."""
+    key, equals, value = text.partition("=")
+    if not equals or not value or not key.startswith("xla_"):
+        raise SystemExit(f"error: --xla-option {text!r} is not KEY=VALUE with an XLA option as the key "
+                         "(e.g. --xla-option xla_cpu_use_onednn=true)")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
+def compiled_with(scan, args: tuple, options: dict, source: str):
+    """Returns the jitted `scan` compiled for `args` with XLA `options`; exits with one `error:` line
+    naming `source` when XLA refuses an option."""
+    try:
+        return scan.lower(*args).compile(compiler_options=options)
+    except jax.errors.JaxRuntimeError as err:
+        raise SystemExit(f"error: {source}: {str(err).splitlines()[0]}") from None
+
+
 def measure(config, updates: int, seconds: float, prioritized: bool = False, convs: Sequence[str] = (),
-            variants: Sequence[tuple[str, object]] = ()) -> dict:
+            variants: Sequence[tuple[str, object]] = (), xla_options: Sequence[tuple[str, object]] = ()) -> dict:
     """Returns the rows' ms per update for one config (one agent); with `convs` (AtariCNNTorso's
     `conv` choices, e.g. `space_to_depth`), also `bare_update_<conv>`: the bare update with the
     torso's convolutions computed that way, timed in turns with the others on the same params."""
@@ -222,8 +249,20 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
                                                                          with_health=False)), updates)
         steps[f"update_{field}={value}"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                                             agents.replace(replay=None), updates)
-    rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs) + len(variants)) * seconds)
+    same_bits = {}
+    for key, value in xla_options:  # the update as the loop runs it, only compiled otherwise
+        scan = update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=False)), updates)
+        part = agents.replace(replay=None)
+        compiled = compiled_with(scan, (part, agents.replay), {key: value}, f"--xla-option {key}={value}")
+        steps[f"update_{key}={value}"] = (lambda part, c=compiled: jax.block_until_ready(c(part, agents.replay)),
+                                          part, updates)
+        same_bits[f"{key}={value}_same_bits"] = bool(jax.tree.all(jax.tree.map(
+            np.array_equal, jax.device_get(scan(part, agents.replay)), jax.device_get(compiled(part, agents.replay)))))
+    rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs) + len(variants) + len(xla_options)) * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
+    for key, value in xla_options:
+        rows[f"{key}={value}_vs_update"] = round(rows[f"update_{key}={value}"] / rows["update"], 3)
+    rows.update(same_bits)
     if prioritized:
         rows["prioritized_vs_uniform"] = round(rows["prioritized_update"] / rows["update"], 3)
     for conv in convs:
@@ -251,8 +290,11 @@ def main(argv=None) -> int:
                         help="change this Config field in every row (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
                         help="also time the update with this Config field changed (repeatable)")
+    parser.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE", dest="xla_options",
+                        help="also time the update compiled with this XLA option (repeatable)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    xla_options = [parse_xla_option(text) for text in args.xla_options]
     game = games.canonical_game(args.game)
     base = presets.preset(game)
     if args.config:
@@ -266,9 +308,9 @@ def main(argv=None) -> int:
                 learning_starts=max(batch_size * 4, (base.frame_stack + base.n_step + 1) * base.num_envs),
                 progress=False))
             variants = [parse_variant(v, config) for v in args.variant]
-            rows = measure(config, args.updates, args.seconds, args.prioritized, args.convs, variants)
+            rows = measure(config, args.updates, args.seconds, args.prioritized, args.convs, variants, xla_options)
             per_transition = {f"{name}_per_transition": round(value / batch_size, 4) for name, value in rows.items()
-                              if "overhead" not in name and "_vs_" not in name}  # the ms rows, not the ratios
+                              if "overhead" not in name and "_vs_" not in name and not name.endswith("_same_bits")}
             row = {"torso": torso, "batch_size": batch_size, "double_dqn": config.double_dqn, "loss": config.loss,
                    "n_step": config.n_step, **rows, **per_transition}
             print(row, flush=True)
@@ -277,7 +319,7 @@ def main(argv=None) -> int:
     out = args.out or str(Path(__file__).parent / "results" / name)
     write_result(out, {"benchmark": "update_cost", "game": game, "config": args.config or None,
                        "updates_per_call": args.updates,
-                       "settings": args.settings, "variants": args.variant,
+                       "settings": args.settings, "variants": args.variant, "xla_options": args.xla_options,
                        "unit": "ms per update of one agent; *_per_transition: ms per sampled transition",
                        "rows": results})
     return 0

@@ -24,3 +24,26 @@ def test_a_bad_variant_is_one_error_line_naming_the_flag(text, says):
         update_cost.parse_variant(text, tiny_cartpole_config(), "--set")
     message = str(exit_.value)
     assert message.startswith("error: --set") and says in message and "\n" not in message, message
+
+
+def test_an_xla_option_is_read_as_toml_and_a_bad_one_is_one_error_line():
+    assert update_cost.parse_xla_option("xla_cpu_use_onednn=true") == ("xla_cpu_use_onednn", True)
+    assert update_cost.parse_xla_option("xla_cpu_prefer_vector_width=512") == ("xla_cpu_prefer_vector_width", 512)
+    assert update_cost.parse_xla_option("xla_cpu_max_isa=AVX2") == ("xla_cpu_max_isa", "AVX2")
+    for text in ("use_onednn=true", "xla_cpu_use_onednn", "xla_cpu_use_onednn="):
+        with pytest.raises(SystemExit) as exit_:
+            update_cost.parse_xla_option(text)
+        assert str(exit_.value).startswith("error: --xla-option") and "\n" not in str(exit_.value)
+
+
+def test_an_option_xla_refuses_is_one_error_line_naming_the_flag():
+    import jax
+    import jax.numpy as jnp
+
+    scan = jax.jit(lambda x: x + 1)
+    compiled = update_cost.compiled_with(scan, (jnp.ones(3),), {"xla_cpu_prefer_vector_width": 512}, "--xla-option a")
+    assert (compiled(jnp.ones(3)) == 2).all()
+    with pytest.raises(SystemExit) as exit_:
+        update_cost.compiled_with(scan, (jnp.ones(3),), {"xla_cpu_max_isa": 7}, "--xla-option xla_cpu_max_isa=7")
+    message = str(exit_.value)
+    assert message.startswith("error: --xla-option xla_cpu_max_isa=7: ") and "\n" not in message, message
