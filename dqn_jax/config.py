@@ -349,6 +349,8 @@ def _check_relations(c: Config) -> None:
     """Fields against each other: the loop's cadence, the replay's size, the network for the game."""
     if c.num_envs % c.train_every and c.train_every % c.num_envs:
         _fail(c, "train_every", f"must divide num_envs ({c.num_envs}) or be a multiple of it")
+    if c.train_every_late_start and not c.train_every_late:
+        _fail(c, "train_every_late_start", "has no effect without train_every_late: set --train-every-late too")
     if c.train_every_late:
         # The loop's cadence changes in the program (which vector steps learn), not its shape (how
         # many updates a learning step makes): both cadences must be one update per so many vector steps.

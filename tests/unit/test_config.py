@@ -79,6 +79,8 @@ def test_resume_reads_the_runs_own_config(tmp_path):
     (["--train-every=8", "--train-every-late=12"], "train_every_late = 12 is invalid: must be a multiple of "
                                                    "num_envs (8)"),
     (["--train-every-late=-8"], "train_every_late = -8 is invalid"),
+    (["--train-every-late-start=600000"], "train_every_late_start = 600000 is invalid: has no effect without "
+                                          "train_every_late"),
     (["--batch-size=big"], "command line: Error parsing --batch-size"),
     (["--loss=hub"], "invalid choice 'hub' for argument '--loss'"),
     (["--torso=nips_cnn"], "torso = 'nips_cnn' is invalid: CartPole observations are vectors: use torso = 'mlp'"),
