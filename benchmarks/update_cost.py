@@ -165,6 +165,15 @@ def random_batches(config, obs_shape, num_actions: int, count: int, seed: int = 
             jnp.asarray(rng.integers(0, 255, shape, dtype=np.uint8)))
 
 
+def toml_value(text: str) -> object:
+    """Returns `text` read as a TOML value (`true`, `512`, `0.05`), or as it is when TOML cannot read
+    it (a bare word: `mse`)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_variant(text: str, config, flag: str = "--variant") -> tuple[str, object]:
     """Returns `(field, value)` for `FIELD=VALUE`: the value read as TOML reads it (a bare word as a
     string: `loss=mse`), then typed and checked as an overlay's values are (`presets.replace_checked`:
@@ -173,10 +182,7 @@ def parse_variant(text: str, config, flag: str = "--variant") -> tuple[str, obje
     field, equals, value = text.partition("=")
     if not equals or not value:
         raise SystemExit(f"error: {flag} {text!r} is not FIELD=VALUE (e.g. {flag} bootstrap_epsilon=0.05)")
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value
+    parsed = toml_value(value)
     source = f"{flag} {text}"
     try:
         changed = validate(presets.replace_checked(config, {field: parsed}, source=source))
@@ -193,10 +199,7 @@ def parse_xla_option(text: str) -> tuple[str, object]:
     if not equals or not value or not key.startswith("xla_"):
         raise SystemExit(f"error: --xla-option {text!r} is not KEY=VALUE with an XLA option as the key "
                          "(e.g. --xla-option xla_cpu_use_onednn=true)")
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
+    return key, toml_value(value)
 
 
 def compiled_with(scan, args: tuple, options: dict, source: str):
@@ -230,9 +233,10 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
         scan = bare_scan_fn(bare_update_fn(config, variant, optimizer))
         steps[f"bare_update_{conv}"] = (lambda carry, scan=scan: jax.block_until_ready(scan(carry, batches)),
                                         (params, jax.tree.map(jnp.copy, params), optimizer.init(params)), updates)
-    for name, with_health in (("update", False), ("update_with_health", True)):
-        scan = update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=with_health)),
-                              updates)
+    scans = {name: update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=with_health)),
+                                  updates)
+             for name, with_health in (("update", False), ("update_with_health", True))}
+    for name, scan in scans.items():
         steps[name] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                        agents.replace(replay=None), updates)
     if prioritized:
@@ -250,14 +254,14 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
         steps[f"update_{field}={value}"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                                             agents.replace(replay=None), updates)
     same_bits = {}
-    for key, value in xla_options:  # the update as the loop runs it, only compiled otherwise
-        scan = update_scan_fn(loop.over_agents(functools.partial(loop.learner.update, with_health=False)), updates)
-        part = agents.replace(replay=None)
-        compiled = compiled_with(scan, (part, agents.replay), {key: value}, f"--xla-option {key}={value}")
+    part = agents.replace(replay=None)
+    for key, value in xla_options:  # the `update` row's program, only compiled otherwise
+        compiled = compiled_with(scans["update"], (part, agents.replay), {key: value}, f"--xla-option {key}={value}")
         steps[f"update_{key}={value}"] = (lambda part, c=compiled: jax.block_until_ready(c(part, agents.replay)),
                                           part, updates)
         same_bits[f"{key}={value}_same_bits"] = bool(jax.tree.all(jax.tree.map(
-            np.array_equal, jax.device_get(scan(part, agents.replay)), jax.device_get(compiled(part, agents.replay)))))
+            np.array_equal, jax.device_get(scans["update"](part, agents.replay)),
+            jax.device_get(compiled(part, agents.replay)))))
     rows = interleaved_ms_per_update(steps, (3 + prioritized + len(convs) + len(variants) + len(xla_options)) * seconds)
     rows = {k: round(v, 2) for k, v in rows.items()}
     for key, value in xla_options:
