@@ -10,9 +10,11 @@ steps on the left and against minutes from the command's start on the right (a r
 clock counts every process it took), each curve labelled with its CPU model, so that runs from
 different machines are not read as if from one. The minutes axis is logarithmic (runs of 3 and of
 450 minutes share it) unless `--linear-minutes`; `--deadline-minutes` draws a time budget on it.
-`--training-games` adds a third panel: each run's training games' mean return per 100k env steps
-(the record's `train_returns`, else computed from its `<name>_metrics.jsonl.gz`), tens of games per
-point where an evaluation has 8.
+`--by-updates` adds a panel of evaluation return against the agent's update count (the record's
+own, else counted from its config's schedule as the loop runs it): runs that learn at different
+cadences compared update for update. `--training-games` adds a last panel: each run's training
+games' mean return per 100k env steps (the record's `train_returns`, else computed from its
+`<name>_metrics.jsonl.gz`), tens of games per point where an evaluation has 8.
 """
 
 from __future__ import annotations
@@ -65,33 +67,56 @@ def training_games(name: str, record: dict, window: int = 100_000) -> list[dict]
     return training_returns(rows, window)
 
 
+def eval_updates(record: dict) -> list[int]:
+    """Returns the update count at each of the record's evaluations: the curve's own `updates`
+    (records since 2026-12-06), else counted from the record's config by `updates_after`."""
+    curve = record["eval_curve"]
+    if all("updates" in c for c in curve):
+        return [c["updates"] for c in curve]
+    from dqn_jax.config import Config  # imports dqn_jax (and jax): only when the panel is asked for
+    from dqn_jax.errors import ConfigError
+    from dqn_jax.loop.iteration import updates_after
+    from dqn_jax.run.presets import replace_checked
+
+    try:
+        config = replace_checked(Config(), record["config"], source="the record's config")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}; leave out --by-updates") from None
+    return [updates_after(config, c["env_steps"]) for c in curve]
+
+
 def figure(records: list[dict], labels: list[str], *, target: float | None = None,
            deadline_minutes: float | None = None, linear_minutes: bool = False,
-           training: list[list[dict]] | None = None):
+           updates: list[list[int]] | None = None, training: list[list[dict]] | None = None):
     """Returns a matplotlib Figure: each record's evaluation returns against env steps (first axes)
     and against minutes from its command's start (second, logarithmic unless `linear_minutes`),
     with `target` as a horizontal line and `deadline_minutes` as a vertical one on the minutes
-    axes; with `training` (per record, `training_games`' windows) a third axes of the training
-    games' mean return by env steps."""
+    axes; with `updates` (per record, the update count at each evaluation) an axes of the
+    evaluation returns by updates; with `training` (per record, `training_games`' windows) a last
+    axes of the training games' mean return by env steps."""
     import matplotlib.pyplot as plt
 
-    panels = 3 if training is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2))
+    panels = [("env steps", "evaluation return (mean of the games)"),
+              ("minutes from the command's start", "evaluation return (mean of the games)")]
+    if updates is not None:
+        panels.append(("updates", "evaluation return (mean of the games)"))
+    if training is not None:
+        panels.append(("env steps", "training games' return (mean per window)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2))
     for i, (record, label) in enumerate(zip(records, labels, strict=True)):
         curve = record["eval_curve"]
+        returns = [c["eval_return_mean"] for c in curve]
         shown = f"{label} ({machine_words(record['machine'])})"
-        axes[0].plot([c["env_steps"] for c in curve], [c["eval_return_mean"] for c in curve], marker="o", ms=3,
-                     label=shown)
-        axes[1].plot([c["wall_seconds"] / 60 for c in curve], [c["eval_return_mean"] for c in curve], marker="o",
-                     ms=3, label=shown)
+        axes[0].plot([c["env_steps"] for c in curve], returns, marker="o", ms=3, label=shown)
+        axes[1].plot([c["wall_seconds"] / 60 for c in curve], returns, marker="o", ms=3, label=shown)
+        if updates is not None:
+            axes[2].plot(updates[i], returns, marker="o", ms=3, label=shown)
         if training is not None:
-            axes[2].plot([w["env_steps_end"] for w in training[i]], [w["return_mean"] for w in training[i]],
-                         drawstyle="steps-pre", label=shown)
+            axes[-1].plot([w["env_steps_end"] for w in training[i]], [w["return_mean"] for w in training[i]],
+                          drawstyle="steps-pre", label=shown)
     if deadline_minutes is not None:
         axes[1].axvline(deadline_minutes, color="firebrick", ls=":", lw=1, label=f"{deadline_minutes:g} minutes")
-    xlabels = ("env steps", "minutes from the command's start", "env steps")[:panels]
-    ylabels = (("evaluation return (mean of the games)",) * 2 + ("training games' return (mean per window)",))[:panels]
-    for ax, xlabel, ylabel in zip(axes, xlabels, ylabels, strict=True):
+    for ax, (xlabel, ylabel) in zip(axes, panels, strict=True):
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
         ax.set_xlabel(xlabel)
@@ -115,8 +140,10 @@ def main(argv=None) -> int:
                         help="a time budget drawn as a vertical line on the minutes axis")
     parser.add_argument("--linear-minutes", action="store_true",
                         help="a linear minutes axis (default: logarithmic)")
+    parser.add_argument("--by-updates", action="store_true",
+                        help="a panel of the evaluation return against the agent's update count")
     parser.add_argument("--training-games", action="store_true",
-                        help="a third panel: the training games' mean return per 100k env steps")
+                        help="a last panel: the training games' mean return per 100k env steps")
     args = parser.parse_args(argv)
     labels = args.labels or args.curves
     if args.deadline_minutes is not None and not args.deadline_minutes > 0:
@@ -129,8 +156,9 @@ def main(argv=None) -> int:
     records = [load_curve(name) for name in args.curves]
     training = ([training_games(name, record) for name, record in zip(args.curves, records, strict=True)]
                 if args.training_games else None)
+    updates = [eval_updates(record) for record in records] if args.by_updates else None
     fig = figure(records, labels, target=args.target, deadline_minutes=args.deadline_minutes,
-                 linear_minutes=args.linear_minutes, training=training)
+                 linear_minutes=args.linear_minutes, updates=updates, training=training)
     out = RESULTS / f"{args.name}.png"
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")

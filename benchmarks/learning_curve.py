@@ -4,12 +4,12 @@ and (with `--metrics`) the run's metrics gzipped.
     python benchmarks/learning_curve.py RUN_DIR --name pong_cpu_atari_s0 [--random-return -20.7] [--metrics]
         [--command "python -m dqn_jax.train ..."] [--shared "what else ran on the machine"]
 
-Writes `benchmarks/results/<name>.json` (config, summary, eval curve with the wall-clock of each
-evaluation, the training games' mean return per `--train-window` env steps, the time split between
-random steps, learning chunks and everything outside the chunks) and `<name>.png`; `--metrics` also
-`<name>_metrics.jsonl.gz`. The run may be unfinished (no `summary.json` yet): the curve is what its
-metrics hold. Set `DQN_JAX_COMMIT` when the run's code is not the tree's commit (provenance records
-it).
+Writes `benchmarks/results/<name>.json` (config, summary, eval curve with the wall-clock and the
+update count of each evaluation, the training games' mean return per `--train-window` env steps,
+the time split between random steps, learning chunks and everything outside the chunks) and
+`<name>.png`; `--metrics` also `<name>_metrics.jsonl.gz`. The run may be unfinished (no
+`summary.json` yet): the curve is what its metrics hold. Set `DQN_JAX_COMMIT` when the run's code
+is not the tree's commit (provenance records it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from dqn_jax.loop.iteration import updates_after
 from dqn_jax.tools.doctor import load_run
 from dqn_jax.tools.provenance import write_result
 
@@ -97,7 +98,8 @@ def main() -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     evals = [r for r in rows if r["kind"] == "eval"]
     window = config.eval_return_window
-    curve = [{"env_steps": r["env_steps"], "seed": r["seed"], "wall_seconds": r.get("wall_seconds"),
+    curve = [{"env_steps": r["env_steps"], "updates": updates_after(config, r["env_steps"]), "seed": r["seed"],
+              "wall_seconds": r.get("wall_seconds"),
               "eval_return_mean": r["eval_return_mean"], "eval_return_std": r["eval_return_std"],
               f"eval_return_mean{window}": r.get(f"eval_return_mean{window}"), "eval_episodes": r["eval_episodes"],
               "eval_length_mean": r.get("eval_length_mean")} for r in evals]

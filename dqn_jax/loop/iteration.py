@@ -282,6 +282,26 @@ def learning_period(config: Config, iteration: jax.Array) -> jax.Array | int:
     return jnp.where(late, config.vector_steps_per_update_late, config.vector_steps_per_update)
 
 
+def updates_after(config: Config, env_steps: int) -> int:
+    """Returns how many updates each agent has made once the loop has run `env_steps` env steps
+    (`env_steps // num_envs` iterations): the iterations `learn_if_due` finds due under
+    `learning_period`, times `updates_per_vector_step`. Computed on the host, for records and
+    plots that compare runs by updates (an evaluation's update count)."""
+    last = env_steps // config.num_envs
+    first = -(-config.learning_starts // config.num_envs)  # the first iteration that may learn (1-based)
+
+    def multiples(period: int, low: int, high: int) -> int:  # of `period` in [low, high]
+        return max(0, high // period - (low - 1) // period) if high >= low else 0
+
+    if not config.train_every_late:
+        rounds = multiples(config.vector_steps_per_update, max(first, 1), last)
+    else:
+        first_late = -(-config.train_every_late_start // config.num_envs)
+        rounds = (multiples(config.vector_steps_per_update, max(first, 1), min(last, first_late - 1))
+                  + multiples(config.vector_steps_per_update_late, max(first, first_late, 1), last))
+    return rounds * config.updates_per_vector_step
+
+
 def _make_learn_if_due(config: Config, learner: Learner, learner_over_agents):
     """Returns `Iteration.learn_if_due`."""
     learn_round, skip = _make_learn_round(config, learner, learner_over_agents)

@@ -15,6 +15,7 @@ import pytest
 from helpers import compiled_as_training, params_after, run_cli, run_loop, tiny_cartpole_config
 
 from dqn_jax.loop import envs
+from dqn_jax.loop.iteration import updates_after
 from dqn_jax.loop.loop import FusedLoopUnavailable, agent_keys, build_loop
 from dqn_jax.loop.schedule import ChunkSchedule, run_chunks
 from dqn_jax.run.evaluate import load_policy
@@ -107,9 +108,13 @@ def test_late_cadence_changes_which_vector_steps_learn_and_nothing_else(tiny_car
     assert not any(np.array_equal(f, p) for f, p in zip(jax.tree.leaves(fewer[3].params),
                                                          jax.tree.leaves(plain[3].params), strict=True))
 
-    more = _agents_by_chunk(dataclasses.replace(tiny_cartpole, train_every=8, train_every_late=4,
-                                                train_every_late_start=1_200))
+    more_config = dataclasses.replace(tiny_cartpole, train_every=8, train_every_late=4, train_every_late_start=1_200)
+    more = _agents_by_chunk(more_config)
     assert [int(a.updates[0]) for a in more] == [1, 51, 101, 201]
+    # The host's count of the loop's updates (records and plots use it) agrees with the loop's.
+    ends = [400, 800, 1_200, 1_600]
+    for config, agents in ((tiny_cartpole, plain), (more_config, more)):
+        assert [updates_after(config, end) for end in ends] == [int(a.updates[0]) for a in agents]
 
 
 class XlaBrokenPool:

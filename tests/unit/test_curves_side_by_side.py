@@ -68,3 +68,20 @@ def test_training_games_come_from_the_record_or_else_from_its_gzipped_metrics(tm
     fig = curves.figure([record([10], [1.0])], ["b"], training=[curves.training_games("b", older)])
     assert len(fig.axes) == 3
     assert list(fig.axes[2].get_lines()[0].get_ydata()) == [-21.0, 3.0]
+
+
+def test_the_updates_panel_reads_each_records_counts_or_counts_them_from_its_config():
+    counted = record([10, 20], [-20.0, 5.0]) | {"config": {"num_envs": 10, "train_every": 10, "learning_starts": 1_000}}
+    assert curves.eval_updates(counted) == [4_901, 9_901]  # one update per 10 env steps from env step 1,000
+    late = counted | {"config": counted["config"] | {"train_every_late": 20, "train_every_late_start": 50_000}}
+    assert curves.eval_updates(late) == [4_901, 7_401]  # from 50k on, one per 20
+    own = record([10], [1.0])
+    own["eval_curve"][0]["updates"] = 123
+    assert curves.eval_updates(own) == [123]
+    fig = curves.figure([counted, late], ["a", "b"], updates=[[4_901, 9_901], [4_901, 7_401]],
+                        training=[[], []])
+    assert [ax.get_xlabel() for ax in fig.axes] == ["env steps", "minutes from the command's start", "updates",
+                                                     "env steps"]
+    assert list(fig.axes[2].get_lines()[1].get_xdata()) == [4_901, 7_401]
+    with pytest.raises(SystemExit, match="^error: .*no_such_field.*leave out --by-updates$"):
+        curves.eval_updates(counted | {"config": {"no_such_field": 1}})
