@@ -186,15 +186,10 @@ def make_loss(network: nn.Module, *, double: bool, kind: str, bootstrap_epsilon:
 def target_after(params: chex.ArrayTree, target_params: chex.ArrayTree, num_updates: jax.Array, *,
                  every: int, tau: float) -> chex.ArrayTree:
     """Returns the target network after update `num_updates` []: every `every` updates a copy of
-    `params` (tau 1) or the Polyak average `tau * params + (1 - tau) * target`; else unchanged.
-
-    A branch, not a `where` over every parameter: with an unbatched `num_updates` (one agent, or
-    agents sharing the count) the updates between copies neither read both networks nor write one.
-    Under `vmap` with a batched count it becomes that `where`, with the same values."""
+    `params` (tau 1) or the Polyak average `tau * params + (1 - tau) * target`; else unchanged."""
     due = num_updates % every == 0
-    renewed = lambda: jax.tree.map(lambda p, t: p if tau == 1.0 else tau * p + (1.0 - tau) * t,  # noqa: E731
-                                   params, target_params)
-    return jax.lax.cond(due, renewed, lambda: target_params)
+    return jax.tree.map(lambda p, t: jnp.where(due, p if tau == 1.0 else tau * p + (1.0 - tau) * t, t),
+                        params, target_params)
 
 
 def draw_batch(replay: Replay, prioritized: Prioritized | None, state: AgentState, key: jax.Array,
