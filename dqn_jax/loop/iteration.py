@@ -288,17 +288,15 @@ def updates_after(config: Config, env_steps: int) -> int:
     `learning_period`, times `updates_per_vector_step`. Computed on the host, for records and
     plots that compare runs by updates (an evaluation's update count)."""
     last = env_steps // config.num_envs
-    first = -(-config.learning_starts // config.num_envs)  # the first iteration that may learn (1-based)
+    first = max(1, -(-config.learning_starts // config.num_envs))  # the first iteration that may learn (1-based)
+    # The first iteration of the late cadence; without one, past the last iteration.
+    first_late = -(-config.train_every_late_start // config.num_envs) if config.train_every_late else last + 1
 
     def multiples(period: int, low: int, high: int) -> int:  # of `period` in [low, high]
-        return max(0, high // period - (low - 1) // period) if high >= low else 0
+        return high // period - (low - 1) // period if high >= low else 0
 
-    if not config.train_every_late:
-        rounds = multiples(config.vector_steps_per_update, max(first, 1), last)
-    else:
-        first_late = -(-config.train_every_late_start // config.num_envs)
-        rounds = (multiples(config.vector_steps_per_update, max(first, 1), min(last, first_late - 1))
-                  + multiples(config.vector_steps_per_update_late, max(first, first_late, 1), last))
+    rounds = (multiples(config.vector_steps_per_update, first, min(last, first_late - 1))
+              + multiples(config.vector_steps_per_update_late, max(first, first_late), last))
     return rounds * config.updates_per_vector_step
 
 
