@@ -169,6 +169,12 @@ class Config:
     """Episodes per evaluation, one per evaluation environment (count)."""
     eval_epsilon: float = 0.05
     """Exploration rate during evaluation (probability)."""
+    eval_average_updates: int = 0
+    """Evaluations play a running average of the online params instead of the params themselves: the
+    mean of every update's params for the first H updates, then an exponential moving average of
+    horizon H (each update's params weighted 1/H), as stochastic weight averaging (Izmailov et al.
+    2018) and Polyak averaging do. Acting, the TD targets and the target network never read it; the
+    best params saved and scored are averaged ones (updates; 0 = evaluate the online params)."""
     eval_max_episode_steps: int = 27_000
     """Atari evaluation games are cut (counted in `eval_truncated`) after this many env steps:
     27,000 = 108,000 frames = 30 minutes of play, as in training; Nature's evaluation stopped at
@@ -266,7 +272,7 @@ _POSITIVE = (
 ).split()
 _NON_NEGATIVE = ("final_eval_episodes learning_starts epsilon_decay_steps learning_rate_decay_start "
                  "learning_rate_decay_steps env_threads checkpoint_every redo_every train_every_late "
-                 "train_every_late_start").split()
+                 "train_every_late_start eval_average_updates").split()
 _PROBABILITIES = ("epsilon_start", "epsilon_end", "eval_epsilon", "repeat_action_probability", "bootstrap_epsilon")
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38

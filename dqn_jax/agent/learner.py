@@ -40,6 +40,14 @@ class AgentState:
     updates: jax.Array  # [] int32, gradient steps taken
     # Prioritized replay's sum tree (None without it): apart from `replay`, as the updates write it.
     priorities: PriorityState | None = None
+    # The running average of `params` that evaluations play (None without `eval_average_updates`).
+    average_params: chex.ArrayTree | None = None
+
+
+def played_params(agent: AgentState) -> chex.ArrayTree:
+    """Returns the params evaluations play: the running average when the agent keeps one, else the
+    online params (same structure and shapes, a leading [S] axis when `agent` has one)."""
+    return agent.params if agent.average_params is None else agent.average_params
 
 
 def td_error(
@@ -192,6 +200,15 @@ def target_after(params: chex.ArrayTree, target_params: chex.ArrayTree, num_upda
                         params, target_params)
 
 
+def average_after(params: chex.ArrayTree, average: chex.ArrayTree, num_updates: jax.Array, *,
+                  horizon: int) -> chex.ArrayTree:
+    """Returns the running average after update `num_updates` [] (1 for the first):
+    `average + w * (params - average)` with w = max(1 / horizon, 1 / num_updates), i.e. the mean of
+    every update's params for the first `horizon` updates, then their exponential moving average."""
+    weight = jnp.maximum(1.0 / horizon, 1.0 / num_updates.astype(jnp.float32))
+    return jax.tree.map(lambda p, a: a + weight * (p - a), params, average)
+
+
 def draw_batch(replay: Replay, prioritized: Prioritized | None, state: AgentState, key: jax.Array,
                beta: jax.Array | None) -> tuple:
     """Returns `(batch, index [B], weights [B], probabilities [B])` drawn from the agent's replay:
@@ -224,6 +241,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
     loss_fn = make_loss(network, double=config.double_dqn, kind=config.loss,
                         bootstrap_epsilon=config.bootstrap_epsilon)
     redo_every, redo_tau = config.redo_every, config.redo_tau
+    average_horizon = config.eval_average_updates
     prioritized = (make_prioritized(replay, exponent=config.priority_exponent, epsilon=config.priority_epsilon)
                    if config.prioritized_replay else None)
     beta_of = importance_exponent(config.importance_exponent_start, config.importance_exponent_end,
@@ -242,6 +260,7 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
             priorities=prioritized.init() if prioritized else None,
+            average_params=jax.tree.map(jnp.copy, params) if average_horizon else None,
         )
 
     def update(state: AgentState, with_health: bool | jax.Array = True, redo_due: jax.Array | None = None
@@ -306,8 +325,11 @@ def make_learner(config: Config, network: nn.Module, replay: Replay,
                                              lambda: zeros_shaped_like(jax.eval_shape(measure_health)))
         _check_declared(metrics)
         priorities = prioritized.update(state.priorities, index, errors) if prioritized else state.priorities
+        average_params = (average_after(params, state.average_params, num_updates, horizon=average_horizon)
+                          if average_horizon else None)
         new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
-                                  rng_key=rng_key, updates=num_updates, priorities=priorities)
+                                  rng_key=rng_key, updates=num_updates, priorities=priorities,
+                                  average_params=average_params)
         return new_state, metrics
 
     return Learner(network, optimizer, schedule, init, update, prioritized)

@@ -25,6 +25,7 @@ import numpy as np
 
 from dqn_jax import determinism, games
 from dqn_jax.agent.acting import epsilon_greedy
+from dqn_jax.agent.learner import played_params
 from dqn_jax.agent.networks import make_network
 from dqn_jax.config import Config, ConfigError, validate
 from dqn_jax.loop import envs
@@ -172,8 +173,9 @@ def num_actions_of(config: Config) -> int:
 def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object, list[dict]]:
     """Returns `(params [S, ...], sources)`: every agent's `best` or `last` params, and where each came from.
 
-    `best` reads each seed's best-evaluation params; `last` the newest state checkpoint (the whole
-    state is restored, replay included, so it needs the run's memory).
+    `best` reads each seed's best-evaluation params; `last` the params the newest state checkpoint's
+    evaluations play (its running average with `eval_average_updates`, else the online params; the
+    whole state is restored, replay included, so it needs the run's memory).
 
     Raises:
       CheckpointError: the params are missing or cannot be read.
@@ -189,7 +191,7 @@ def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object
     loop = build_loop(config)
     agents, _, step = checkpoint.restore_state(run_dir, loop.abstract_agents(agent_keys(config)))
     loop.pool.close()
-    return agents.params, [{"seed": seed, "env_steps": step} for seed in seeds]
+    return played_params(agents), [{"seed": seed, "env_steps": step} for seed in seeds]
 
 
 class Policy:
@@ -269,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Score a trained run's agents on fresh games.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--params", choices=("best", "last"), default="best",
-                        help="each seed's best-evaluation params, or the newest state checkpoint's")
+                        help="each seed's best-evaluation params, or the newest state checkpoint's (its running "
+                             "average when the run keeps one: eval_average_updates)")
     parser.add_argument("--episodes", type=int, default=30, help="games per agent (default 30)")
     parser.add_argument("--epsilon", type=float, default=None, help="exploration (default: the run's eval_epsilon)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the games (default: the run's)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from dqn_jax.agent.learner import played_params
 from dqn_jax.config import Config
 from dqn_jax.health.diagnostics import Finding, History, across_seeds, diagnose
 from dqn_jax.loop import distributed, envs
@@ -194,7 +195,8 @@ class Trainer:
         config, env_steps = self.config, self.book.env_steps
         # Every process plays every agent's games (the same games: they all need the returns to
         # decide alike), from the params gathered off all processes' devices.
-        params = self.state.agents.params if jax.process_count() == 1 else distributed.to_host(self.state.agents.params)
+        played = played_params(self.state.agents)
+        params = played if jax.process_count() == 1 else distributed.to_host(played)
         result = self.evaluator.run(params, env_steps, record_agent=0 if config.record_video and self.main else None)
         improved = self.book.record_evaluation(result.returns, config.eval_return_window)
         wall_seconds = self.wall_seconds()

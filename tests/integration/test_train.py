@@ -70,6 +70,26 @@ def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpo
     assert evaluate_main([str(tmp_path / "missing")]) == 2
 
 
+def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_plays_it(tiny_cartpole, tmp_path, monkeypatch):
+    from dqn_jax.run import checkpoint
+    from dqn_jax.run.evaluate import Evaluator, load_params
+
+    played = []  # (games per agent, env steps, params) of every evaluation the run plays
+    run = Evaluator.run
+    monkeypatch.setattr(Evaluator, "run", lambda self, params, env_steps, record_agent=None: (
+        played.append((self.config.eval_episodes, env_steps, jax.device_get(params))),
+        run(self, params, env_steps, record_agent))[1])
+    config = dataclasses.replace(tiny_cartpole, eval_average_updates=50)
+    train(config, run_dir=tmp_path)
+    loop = build_loop(config)
+    state, _, step = checkpoint.restore_state(tmp_path, loop.abstract_agents(agent_keys(config)))
+    assert step == 2_000
+    (last,) = [p for games, steps, p in played if games == config.eval_episodes and steps == 2_000]
+    chex.assert_trees_all_equal(last, jax.device_get(state.average_params))
+    assert not jax.tree.all(jax.tree.map(np.array_equal, last, jax.device_get(state.params)))
+    chex.assert_trees_all_equal(jax.device_get(load_params(tmp_path, config, "last")[0]), last)
+
+
 @functools.lru_cache(maxsize=4)
 def _params_after_once(config):
     """`params_after(config)` computed once per test session: for runs that are references, not checks."""

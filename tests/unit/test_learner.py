@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from dqn_jax.agent.learner import td_error, td_loss
+from dqn_jax.agent.learner import average_after, played_params, td_error, td_loss
 from dqn_jax.agent.replay import fill_with_random_steps
 from dqn_jax.loop.loop import agent_keys, build_loop
 
@@ -215,6 +215,37 @@ def test_polyak_target_update_mixes_online_into_target(tiny_cartpole):
     expected = jax.tree.map(lambda p, t: 0.25 * p + 0.75 * t, agent.params, before)
     chex.assert_trees_all_close(agent.target_params, expected, rtol=1e-6, atol=1e-7)
     assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), agent.target_params, agent.params))
+
+
+def test_running_average_is_the_mean_up_to_its_horizon_then_exponential():
+    params = [{"w": jnp.array([float(k), -2.0 * k])} for k in (4, 8, 2, 6)]
+    average = params[0]
+    for n, p in enumerate(params, start=1):
+        average = average_after(p, average, jnp.asarray(n, jnp.int32), horizon=3)
+        if n == 3:  # the plain mean of the first three: (4 + 8 + 2) / 3
+            np.testing.assert_allclose(average["w"], [14 / 3, -28 / 3], rtol=1e-6)
+    # update 4 weights its params 1 / horizon: 14/3 + (6 - 14/3) / 3
+    np.testing.assert_allclose(average["w"], [14 / 3 + (6 - 14 / 3) / 3, -2 * (14 / 3 + (6 - 14 / 3) / 3)], rtol=1e-6)
+
+
+def test_the_learner_keeps_the_running_average_only_when_asked_and_evaluations_play_it(tiny_cartpole):
+    import dataclasses
+
+    _, plain = _filled_agent(tiny_cartpole)
+    assert plain.average_params is None and played_params(plain) is plain.params
+    config = dataclasses.replace(tiny_cartpole, eval_average_updates=2)
+    loop, agent = _filled_agent(config)
+    chex.assert_trees_all_equal(agent.average_params, agent.params)
+    update = jax.jit(loop.learner.update)
+    seen = []
+    for _ in range(3):
+        agent, _ = update(agent)
+        seen.append(agent.params)
+    # updates 1 and 2 average their params; update 3 weights its own 1/2: (p1 + p2) / 4 + p3 / 2
+    expected = jax.tree.map(lambda a, b, c: (a + b) / 4 + c / 2, *seen)
+    chex.assert_trees_all_close(agent.average_params, expected, rtol=1e-5, atol=1e-6)
+    assert played_params(agent) is agent.average_params
+    assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), agent.average_params, agent.params))
 
 
 def test_max_grad_norm_clips_the_gradient_before_adam(tiny_cartpole):
