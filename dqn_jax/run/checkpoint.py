@@ -12,6 +12,7 @@ mid-write never leaves a half checkpoint under a real step number.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from pathlib import Path
@@ -126,6 +127,18 @@ def latest_step(run_dir: Path | str) -> int | None:
         manager.close()
 
 
+def all_steps(run_dir: Path | str) -> list[int]:
+    """Returns the env steps of every complete state checkpoint the run keeps, oldest first."""
+    directory = state_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    manager = _manager(directory, keep=1, read_only=True)
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
 def require_latest_step(run_dir: Path | str) -> int:
     """Returns the env step of the newest complete state checkpoint.
 
@@ -150,19 +163,36 @@ def restore_state(run_dir: Path | str, abstract_agents, step: int | None = None)
     directory = state_dir(run_dir)
     step = require_latest_step(run_dir) if step is None else step
     verify_manifest(directory / str(step))
-    _check_stored_shapes(directory / str(step), abstract_agents)
+    stored = _check_stored_shapes(directory / str(step), abstract_agents)
+    target, rebuild = _as_stored(abstract_agents, stored)
     manager = _manager(directory, keep=1, read_only=True)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_agents), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(_mismatch_message(directory / str(step), err)) from None
     except Exception as err:  # orbax/tensorstore raise many kinds for unreadable files
         raise _corrupted(directory / str(step), f"{type(err).__name__}: {_first_line(err)}") from None
     finally:
         manager.close()
-    _check_shapes(restored.state, abstract_agents, directory / str(step))
-    return restored.state, dict(restored.meta), step
+    state = rebuild(restored.state)
+    _check_shapes(state, abstract_agents, directory / str(step))
+    return state, dict(restored.meta), step
+
+
+def _as_stored(abstract, stored) -> tuple:
+    """Returns `(target, rebuild)`: what to restore a checkpoint holding the fields `stored` into,
+    and how to make the restored tree into `abstract`'s kind. A checkpoint written before an
+    optional field existed (one that is None unless a setting asks for it, as `average_params`)
+    lacks it; for a config that leaves it None, such a checkpoint fits."""
+    if not dataclasses.is_dataclass(abstract) or not hasattr(stored, "keys"):
+        return abstract, lambda restored: restored
+    fields = [f.name for f in dataclasses.fields(abstract)]
+    absent = [name for name in fields if name not in stored.keys() and getattr(abstract, name) is None]
+    if not absent:
+        return abstract, lambda restored: restored
+    kept = {name: getattr(abstract, name) for name in fields if name not in absent}
+    return kept, lambda restored: abstract.replace(**restored)
 
 
 def _corrupted(step_dir: Path, detail: str) -> CheckpointError:
@@ -180,8 +210,9 @@ def _mismatch_message(path: Path, err: Exception) -> str:
             f"config.toml (do not change network, replay or seed settings) or start a new run")
 
 
-def _check_stored_shapes(step_dir: Path, abstract) -> None:
-    """Compares the arrays a checkpoint holds with the ones this config builds, before reading any."""
+def _check_stored_shapes(step_dir: Path, abstract):
+    """Compares the arrays a checkpoint holds with the ones this config builds, before reading any;
+    returns the checkpoint's tree metadata."""
     try:
         stored = ocp.StandardCheckpointer().metadata(step_dir / "state")
     except Exception as err:
@@ -195,6 +226,7 @@ def _check_stored_shapes(step_dir: Path, abstract) -> None:
         detail = f"it holds {extra[0]} where this config needs {missing[0]}" if extra and missing else (
             f"it holds {len(have)} arrays, this config {len(want)}")
         raise CheckpointError(_mismatch_message(step_dir, ValueError(detail)))
+    return tree
 
 
 def _check_shapes(restored, abstract, path: Path) -> None:

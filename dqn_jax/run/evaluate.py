@@ -1,6 +1,6 @@
 """Evaluation: whole games on a separate pool, raw rewards, ε = `eval_epsilon`, and videos.
 
-    python -m dqn_jax.evaluate RUN_DIR [--params=best|last] [--episodes=30] [--epsilon=E] [--video] [--seed=S]
+    python -m dqn_jax.evaluate RUN_DIR [--params=best|last|mean] [--episodes=30] [--epsilon=E] [--video] [--seed=S]
 
 Each evaluation env plays exactly one game, so short games are not over-represented. The
 exploration key is derived from the agent's seed and the env-step count, never from the training
@@ -38,6 +38,7 @@ EVAL_KEY_STREAM = 0x5EED_E7A1  # folds the agents' seeds into a key stream separ
 TRAINING_STREAM = 1  # the evaluations during training (which choose the best params)
 FINAL_SCORING_STREAM = 2  # the run's last act: its best params scored on fresh games
 COMMAND_STREAM = 3  # `python -m dqn_jax.evaluate`, after the run
+PARAMS_CHOICES = ("best", "last", "mean")  # `load_params`'s choices of params to score
 
 
 class EvalResult(NamedTuple):
@@ -171,11 +172,13 @@ def num_actions_of(config: Config) -> int:
 
 
 def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object, list[dict]]:
-    """Returns `(params [S, ...], sources)`: every agent's `best` or `last` params, and where each came from.
+    """Returns `(params [S, ...], sources)`: every agent's `best`, `last` or `mean` params, and where each came from.
 
     `best` reads each seed's best-evaluation params; `last` the params the newest state checkpoint's
     evaluations play (its running average with `eval_average_updates`, else the online params; the
-    whole state is restored, replay included, so it needs the run's memory).
+    whole state is restored, replay included, so it needs the run's memory); `mean` the uniform
+    average of those params over every state checkpoint the run keeps (`keep_checkpoints`), as
+    checkpoint averaging does.
 
     Raises:
       CheckpointError: the params are missing or cannot be read.
@@ -189,9 +192,18 @@ def load_params(run_dir: Path | str, config: Config, which: str) -> tuple[object
     from dqn_jax.loop.loop import agent_keys, build_loop
 
     loop = build_loop(config)
-    agents, _, step = checkpoint.restore_state(run_dir, loop.abstract_agents(agent_keys(config)))
+    abstract = loop.abstract_agents(agent_keys(config))
     loop.pool.close()
-    return played_params(agents), [{"seed": seed, "env_steps": step} for seed in seeds]
+    if which == "last":
+        agents, _, step = checkpoint.restore_state(run_dir, abstract)
+        return played_params(agents), [{"seed": seed, "env_steps": step} for seed in seeds]
+    steps = checkpoint.all_steps(run_dir) or [checkpoint.require_latest_step(run_dir)]
+    total = None
+    for step in steps:  # one state in memory at a time: each holds its replay
+        played = jax.device_get(played_params(checkpoint.restore_state(run_dir, abstract, step)[0]))
+        total = played if total is None else jax.tree.map(np.add, total, played)
+    mean = jax.tree.map(lambda x: (x / len(steps)).astype(x.dtype), total)
+    return mean, [{"seed": seed, "env_steps": steps[-1], "averaged_env_steps": steps} for seed in seeds]
 
 
 class Policy:
@@ -231,13 +243,13 @@ def score(run_dir: Path, which: str, episodes: int, epsilon: float | None, seed:
     """Plays `episodes` fresh games per agent of a run; returns the record written to `evaluation.json`.
 
     Raises:
-      ConfigError: no run there, `which` is not `best` or `last`, fewer than one game, or an
+      ConfigError: no run there, `which` is not one of `PARAMS_CHOICES`, fewer than one game, or an
         exploration rate outside [0, 1].
       CheckpointError: the params are missing or cannot be read.
     """
-    if which not in ("best", "last"):
-        raise ConfigError(f"params = {which!r}: choose best (each seed's best-evaluation params) or last "
-                          "(the newest state checkpoint)")
+    if which not in PARAMS_CHOICES:
+        raise ConfigError(f"params = {which!r}: choose best (each seed's best-evaluation params), last "
+                          "(the newest state checkpoint) or mean (the average over the kept state checkpoints)")
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes}: play at least one game")
     run_dir = Path(run_dir)
@@ -270,9 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dqn_jax.evaluate",
                                      description="Score a trained run's agents on fresh games.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--params", choices=("best", "last"), default="best",
-                        help="each seed's best-evaluation params, or the newest state checkpoint's (its running "
-                             "average when the run keeps one: eval_average_updates)")
+    parser.add_argument("--params", choices=PARAMS_CHOICES, default="best",
+                        help="each seed's best-evaluation params; the newest state checkpoint's (its running "
+                             "average when the run keeps one: eval_average_updates); or the mean of those of "
+                             "every state checkpoint the run keeps")
     parser.add_argument("--episodes", type=int, default=30, help="games per agent (default 30)")
     parser.add_argument("--epsilon", type=float, default=None, help="exploration (default: the run's eval_epsilon)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the games (default: the run's)")
@@ -288,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # CartPole-v1 ends every game at 500 steps: a game that lasts them is won, not cut short.
         ends = ("lasted CartPole's full 500 steps" if record["game"] == games.CARTPOLE
                 else f"cut at the {record['eval_max_episode_steps']:,}-step limit")
-        print(f"seed {agent['seed']} ({args.params} params, env step {agent['env_steps']:,}): "
+        where = (f"env step {agent['env_steps']:,}" if "averaged_env_steps" not in agent else
+                 f"env steps {', '.join(f'{step:,}' for step in agent['averaged_env_steps'])}")
+        print(f"seed {agent['seed']} ({args.params} params, {where}): "
               f"{agent['return_mean']:.2f} ± {agent['return_std']:.2f} over {args.episodes} games "
               f"(min {agent['return_min']:.1f}, max {agent['return_max']:.1f}, {agent['truncated']} {ends})")
     print(f"wrote {args.run_dir / 'evaluation.json'}" + (f" and {record['video']}" if record.get("video") else ""))

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from helpers import REPO, TINY_FLAGS, run_cli, run_loop, tiny_cartpole_config
 
-from dqn_jax.loop.loop import agent_keys
+from dqn_jax.loop.loop import agent_keys, build_loop
 from dqn_jax.run import checkpoint
 from dqn_jax.run.metrics import read_metrics
 from dqn_jax.run.train import main, train
 
 
-@pytest.mark.parametrize("prioritized", [False, True])
-def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path, prioritized):
-    config = dataclasses.replace(tiny_cartpole, prioritized_replay=prioritized)
+@pytest.mark.parametrize("prioritized, average", [(False, 0), (True, 0), (False, 50)])
+def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpole, tmp_path, prioritized, average):
+    config = dataclasses.replace(tiny_cartpole, prioritized_replay=prioritized, eval_average_updates=average)
     loop, state = run_loop(config, chunks=2)  # 800 env steps: learning has started, Adam's moments are non-zero
     keys = agent_keys(config)
     saved = checkpoint.StateCheckpoints(tmp_path, keep=2)
@@ -41,8 +41,25 @@ def test_restored_state_continues_exactly_like_the_uninterrupted_run(tiny_cartpo
         restored, _ = update(restored)
     assert int(restored.updates[0]) > 25
     assert (restored.priorities is not None) == prioritized  # saved and restored with the agents
+    assert (restored.average_params is not None) == bool(average)
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_from_before_the_running_average_restores_and_one_without_it_is_refused(tiny_cartpole, tmp_path):
+    loop, state = run_loop(tiny_cartpole, chunks=1)
+    agents = state.agents
+    older = {f.name: getattr(agents, f.name) for f in dataclasses.fields(agents) if f.name != "average_params"}
+    saved = checkpoint.StateCheckpoints(tmp_path, keep=2)
+    saved.save(400, older, {"iteration": 100})  # as written before `average_params` existed
+    saved.close()
+    restored, _, _ = checkpoint.restore_state(tmp_path, loop.abstract_agents(agent_keys(tiny_cartpole)))
+    assert restored.average_params is None
+    for a, b in zip(jax.tree.leaves(agents), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    averaging = dataclasses.replace(tiny_cartpole, eval_average_updates=50)  # needs what the checkpoint lacks
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this config"):
+        checkpoint.restore_state(tmp_path, build_loop(averaging).abstract_agents(agent_keys(averaging)))
 
 
 def test_sigterm_leaves_a_checkpoint_and_resume_continues_from_its_step(tmp_path):

@@ -70,7 +70,8 @@ def test_tiny_run_writes_the_run_directory_and_is_scored_by_evaluate(tiny_cartpo
     assert evaluate_main([str(tmp_path / "missing")]) == 2
 
 
-def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_plays_it(tiny_cartpole, tmp_path, monkeypatch):
+def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_and_mean_play_it(tiny_cartpole, tmp_path,
+                                                                                    monkeypatch):
     from dqn_jax.run import checkpoint
     from dqn_jax.run.evaluate import Evaluator, load_params
 
@@ -79,7 +80,7 @@ def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_plays_it(ti
     monkeypatch.setattr(Evaluator, "run", lambda self, params, env_steps, record_agent=None: (
         played.append((self.config.eval_episodes, env_steps, jax.device_get(params))),
         run(self, params, env_steps, record_agent))[1])
-    config = dataclasses.replace(tiny_cartpole, eval_average_updates=50)
+    config = dataclasses.replace(tiny_cartpole, eval_average_updates=50, checkpoint_every=800)
     train(config, run_dir=tmp_path)
     loop = build_loop(config)
     state, _, step = checkpoint.restore_state(tmp_path, loop.abstract_agents(agent_keys(config)))
@@ -88,6 +89,16 @@ def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_plays_it(ti
     chex.assert_trees_all_equal(last, jax.device_get(state.average_params))
     assert not jax.tree.all(jax.tree.map(np.array_equal, last, jax.device_get(state.params)))
     chex.assert_trees_all_equal(jax.device_get(load_params(tmp_path, config, "last")[0]), last)
+    # `--params=mean`: the average over the kept state checkpoints of the params each one plays
+    steps = checkpoint.all_steps(tmp_path)
+    assert len(steps) == config.keep_checkpoints and steps[-1] == 2_000
+    kept = [jax.device_get(checkpoint.restore_state(tmp_path, loop.abstract_agents(agent_keys(config)), s)[0])
+            for s in steps]
+    mean, sources = load_params(tmp_path, config, "mean")
+    chex.assert_trees_all_close(mean, jax.tree.map(lambda *x: sum(x) / len(x), *[k.average_params for k in kept]),
+                                rtol=1e-6)
+    assert sources[0]["averaged_env_steps"] == steps
+    assert evaluate_main([str(tmp_path), "--params=mean", "--episodes=2"]) == 0
 
 
 @functools.lru_cache(maxsize=4)
