@@ -139,6 +139,15 @@ def fill_replay(loop, agents, steps: int):
     return agents.replace(replay=fill(agents.replay, keys))
 
 
+def with_added_state(agents, fresh):
+    """Returns `agents` with every optional field that they leave None and `fresh` (a variant's
+    freshly initialised agents) holds taken from `fresh`, e.g. the running average of the params;
+    not prioritized replay's priorities, which must match the filled replay (`--prioritized`)."""
+    added = {f.name: getattr(fresh, f.name) for f in dataclasses.fields(fresh)
+             if getattr(agents, f.name) is None and getattr(fresh, f.name) is not None and f.name != "priorities"}
+    return agents.replace(**added)
+
+
 def with_random_priorities(loop, agents):
     """Returns `agents` with priorities in (0, 1] on every sampleable slot of their filled replays
     (`Replay.sampleable`, the slots `Prioritized.add` would have entered), 0 elsewhere."""
@@ -247,12 +256,13 @@ def measure(config, updates: int, seconds: float, prioritized: bool = False, con
                               updates)
         steps["prioritized_update"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
                                        per_agents.replace(replay=None), updates)
-    for field, value in variants:  # the same agents: a variant may change the learner, not the state's shapes
+    for field, value in variants:  # the same agents, and the state a variant adds (`average_params`) fresh
         variant_loop = build_loop(dataclasses.replace(config, **{field: value}))
+        variant_agents = with_added_state(agents, variant_loop.init(agent_keys(config)).agents)
         scan = update_scan_fn(variant_loop.over_agents(functools.partial(variant_loop.learner.update,
                                                                          with_health=False)), updates)
         steps[f"update_{field}={value}"] = (lambda part, scan=scan: jax.block_until_ready(scan(part, agents.replay)),
-                                            agents.replace(replay=None), updates)
+                                            variant_agents.replace(replay=None), updates)
     same_bits = {}
     part = agents.replace(replay=None)
     for key, value in xla_options:  # the `update` row's program, only compiled otherwise

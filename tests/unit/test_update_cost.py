@@ -47,3 +47,20 @@ def test_an_option_xla_refuses_is_one_error_line_naming_the_flag():
         update_cost.compiled_with(scan, (jnp.ones(3),), {"xla_cpu_max_isa": 7}, "--xla-option xla_cpu_max_isa=7")
     message = str(exit_.value)
     assert message.startswith("error: --xla-option xla_cpu_max_isa=7: ") and "\n" not in message, message
+
+
+def test_a_variant_that_adds_state_gets_it_fresh_and_keeps_the_rest(tiny_cartpole):
+    import dataclasses
+
+    import chex
+    import jax
+
+    from dqn_jax.loop.loop import agent_keys, build_loop
+
+    agents = build_loop(tiny_cartpole).init(agent_keys(tiny_cartpole)).agents
+    averaging = dataclasses.replace(tiny_cartpole, eval_average_updates=100, prioritized_replay=True)
+    fresh = build_loop(averaging).init(agent_keys(averaging)).agents
+    varied = update_cost.with_added_state(agents, fresh)
+    chex.assert_trees_all_equal(varied.average_params, fresh.average_params)
+    assert varied.priorities is None and varied.replay is agents.replay
+    assert jax.tree.structure(varied.replace(average_params=None)) == jax.tree.structure(agents)
