@@ -77,9 +77,12 @@ def test_a_run_with_a_running_average_evaluates_it_and_evaluate_last_and_mean_pl
 
     played = []  # (games per agent, env steps, params) of every evaluation the run plays
     run = Evaluator.run
-    monkeypatch.setattr(Evaluator, "run", lambda self, params, env_steps, record_agent=None: (
-        played.append((self.config.eval_episodes, env_steps, jax.device_get(params))),
-        run(self, params, env_steps, record_agent))[1])
+
+    def recording_run(self, params, env_steps, record_agent=None):
+        played.append((self.config.eval_episodes, env_steps, jax.device_get(params)))
+        return run(self, params, env_steps, record_agent)
+
+    monkeypatch.setattr(Evaluator, "run", recording_run)
     config = dataclasses.replace(tiny_cartpole, eval_average_updates=50, checkpoint_every=800)
     train(config, run_dir=tmp_path)
     loop = build_loop(config)
